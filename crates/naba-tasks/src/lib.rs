@@ -1,0 +1,14 @@
+//! Pipelines from text to labels: tokenise, window, run the encoder once, apply heads, and
+//! turn scores into labels and entities with Hugging Face semantics.
+
+pub mod aggregate;
+pub mod scores;
+
+pub use aggregate::{
+    aggregate, aggregate_windows, merge_overlapping_entities, AggregateError, AggregationStrategy,
+    Entity, ParseAggregationStrategyError, TokenScores, DEFAULT_IGNORE_LABELS,
+};
+pub use scores::{
+    numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,
+    ScoreError, ScoreFunction,
+};

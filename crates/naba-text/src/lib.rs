@@ -1,0 +1,1 @@
+//! naba-text (work in progress)
