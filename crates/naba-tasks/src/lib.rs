@@ -2,6 +2,7 @@
 //! turn scores into labels and entities with Hugging Face semantics.
 
 pub mod aggregate;
+pub mod pipeline;
 pub mod scores;
 
 pub use aggregate::{
@@ -11,4 +12,8 @@ pub use aggregate::{
 pub use scores::{
     numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,
     ScoreError, ScoreFunction,
+};
+pub use pipeline::{
+    ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, NerOptions, NerOutput, Pipeline,
+    PipelineOptions, TaskError,
 };

@@ -1,0 +1,547 @@
+//! One `Pipeline` per loaded model: text in, labels or entities out. Long texts are cut into
+//! overlapping windows (never truncated), windows of many documents are run through the encoder
+//! together, shortest-padding first, and the results are put back per document.
+
+use crate::aggregate::{aggregate_windows, AggregationStrategy, Entity, TokenScores};
+use crate::scores::{top_k, LabelScore, ScoreFunction};
+use candle_core::Tensor;
+use naba_models::{Batch, HeadKind, Model, ModelError, ProblemType};
+use naba_text::{normalize, CharIndex, NormalizeOptions, Normalized};
+use serde::Serialize;
+use tokenizers::{
+    Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+
+/// Why one document could not be processed. Other documents of the same call are unaffected.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("the text is empty or only whitespace")]
+    EmptyText,
+    #[error("the target is empty or only whitespace")]
+    EmptyTarget,
+    #[error("the text has {chars} characters, over the limit of {limit}")]
+    TooLong { chars: usize, limit: usize },
+    #[error("model `{model}` has {found} and cannot do {wanted}")]
+    WrongHead {
+        model: String,
+        found: &'static str,
+        wanted: &'static str,
+    },
+    #[error(
+        "the target leaves no room for the text: it takes {target} of the model's {window} tokens"
+    )]
+    TargetTooLong { target: usize, window: usize },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Aggregate(#[from] crate::aggregate::AggregateError),
+    #[error(transparent)]
+    Score(#[from] crate::scores::ScoreError),
+}
+
+impl From<candle_core::Error> for TaskError {
+    fn from(e: candle_core::Error) -> Self {
+        TaskError::Model(ModelError::from(e))
+    }
+}
+
+/// Settings fixed when the pipeline is built.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Tokens shared by consecutive windows of a long text; `None` picks a quarter of the window.
+    pub stride: Option<usize>,
+    /// Windows per encoder call.
+    pub batch_size: usize,
+    /// Longest text accepted, in characters.
+    pub max_chars: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            stride: None,
+            batch_size: 16,
+            max_chars: 200_000,
+        }
+    }
+}
+
+/// Per-request settings for NER.
+#[derive(Debug, Clone)]
+pub struct NerOptions {
+    pub aggregation: AggregationStrategy,
+    pub normalize: NormalizeOptions,
+    /// Labels never reported (transformers' `ignore_labels`, default `["O"]`).
+    pub ignore_labels: Vec<String>,
+}
+
+impl Default for NerOptions {
+    fn default() -> Self {
+        Self {
+            aggregation: AggregationStrategy::Simple,
+            normalize: NormalizeOptions::default(),
+            ignore_labels: vec!["O".into()],
+        }
+    }
+}
+
+/// Per-request settings for classification.
+#[derive(Debug, Clone, Default)]
+pub struct ClassifyOptions {
+    /// Labels to return, best first; `None` returns all.
+    pub top_k: Option<usize>,
+    pub normalize: NormalizeOptions,
+    /// Overrides the function the model's `problem_type` implies.
+    pub function: Option<ScoreFunction>,
+}
+
+/// Entities found in one document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NerOutput {
+    pub entities: Vec<EntitySpan>,
+    /// How many windows the text was read in.
+    pub windows: usize,
+}
+
+/// An entity with character offsets into the text the caller sent; `text` is exactly that slice.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EntitySpan {
+    #[serde(rename = "type")]
+    pub label: String,
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
+    pub score: f32,
+}
+
+/// Labels of one document, best first.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClassifyOutput {
+    pub labels: Vec<LabelScore>,
+    pub windows: usize,
+}
+
+/// One input to classify: a text, and for stance the target it is read against.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassifyInput<'a> {
+    pub text: &'a str,
+    pub target: Option<&'a str>,
+}
+
+/// A model ready to answer.
+pub struct Pipeline {
+    model: Model,
+    /// The tokenizer set to cut a text into overlapping windows.
+    windowed: Tokenizer,
+    /// The same for (target, text) pairs: only the text is cut.
+    windowed_pair: Tokenizer,
+    window: usize,
+    stride: usize,
+    batch_size: usize,
+    max_chars: usize,
+    pad_id: u32,
+    subword_prefix: Option<String>,
+    unk_id: Option<u32>,
+}
+
+/// A text prepared for the model: normalised (with the map back), prefixed, windowed.
+struct Prepared {
+    normalized: Normalized,
+    /// Characters of the model's input prefix in front of the text.
+    prefix_chars: usize,
+    windows: Vec<Encoding>,
+    /// Per window, how many tokens of the text (not target, not specials) it holds.
+    text_tokens: Vec<usize>,
+}
+
+impl Pipeline {
+    pub fn new(model: Model, opts: &PipelineOptions) -> Result<Self, TaskError> {
+        let window = model.config.max_tokens();
+        let specials = model.tokenizer.get_post_processor().map_or(2, |p| p.added_tokens(false));
+        let room = window.saturating_sub(specials);
+        let stride = opts.stride.unwrap_or(room / 4);
+        if room == 0 || stride >= room {
+            return Err(TaskError::Tokenizer(format!(
+                "stride {stride} must be smaller than the {room} text tokens a window holds"
+            )));
+        }
+        let windowing = |strategy| {
+            let mut t = model.tokenizer.clone();
+            t.with_truncation(Some(TruncationParams {
+                max_length: window,
+                stride,
+                strategy,
+                direction: TruncationDirection::Right,
+            }))
+            .map(|_| ())
+            .map_err(|e| TaskError::Tokenizer(e.to_string()))?;
+            Ok::<_, TaskError>(t)
+        };
+        let windowed = windowing(TruncationStrategy::LongestFirst)?;
+        let windowed_pair = windowing(TruncationStrategy::OnlySecond)?;
+        let pad_id = naba_models::tokenizer::pad_id(&model.tokenizer, model.config.pad_token_id);
+        let subword_prefix = naba_models::tokenizer::continuing_subword_prefix(&model.tokenizer);
+        let unk_id = ["[UNK]", "<unk>"]
+            .iter()
+            .find_map(|t| model.tokenizer.token_to_id(t));
+        Ok(Self {
+            model,
+            windowed,
+            windowed_pair,
+            window,
+            stride,
+            batch_size: opts.batch_size.max(1),
+            max_chars: opts.max_chars,
+            pad_id,
+            subword_prefix,
+            unk_id,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Tokens per window, special tokens included.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
+    /// Entities of each text, in input order; each text fails or succeeds on its own.
+    pub fn ner(&self, texts: &[&str], opts: &NerOptions) -> Vec<Result<NerOutput, TaskError>> {
+        if self.model.config.head != HeadKind::TokenClassification {
+            return texts.iter().map(|_| Err(self.wrong_head("named-entity recognition"))).collect();
+        }
+        let prepared: Vec<Result<Prepared, TaskError>> = texts
+            .iter()
+            .map(|t| self.prepare(t, None, &opts.normalize))
+            .collect();
+        let logits = self.run_windows(&prepared);
+        let labels = &self.model.config.labels;
+        let ignore: Vec<&str> = opts.ignore_labels.iter().map(String::as_str).collect();
+        prepared
+            .into_iter()
+            .zip(logits)
+            .zip(texts)
+            .map(|((prep, logits), original)| {
+                let prep = prep?;
+                let logits = logits?;
+                let n_labels = labels.len();
+                // Rows of probabilities, one buffer per window, kept alive for the borrows below.
+                let probs: Vec<Vec<f32>> = logits
+                    .iter()
+                    .map(|w| w.chunks(n_labels).flat_map(crate::scores::softmax).collect())
+                    .collect();
+                let sentence = prep.normalized.text.as_str();
+                let rows: Vec<Vec<TokenScores>> = prep
+                    .windows
+                    .iter()
+                    .zip(&probs)
+                    .map(|(enc, p)| self.token_rows(enc, p, n_labels, prep.prefix_chars))
+                    .collect();
+                let entities = if rows.len() > 1 && opts.aggregation == AggregationStrategy::None {
+                    // transformers refuses per-token output over several windows; naba gives
+                    // each token the window in which it has the most context on both sides.
+                    self.per_token_over_windows(sentence, &rows, labels, &ignore)?
+                } else {
+                    aggregate_windows(
+                        sentence,
+                        &rows,
+                        labels,
+                        self.subword_prefix.as_deref(),
+                        opts.aggregation,
+                        &ignore,
+                    )?
+                };
+                Ok(NerOutput {
+                    entities: to_original(&prep.normalized, original, entities),
+                    windows: prep.windows.len(),
+                })
+            })
+            .collect()
+    }
+
+    /// Labels of each input, in input order. Windows of a long text are combined by averaging
+    /// their label probabilities, each weighted by how many of the text's tokens it holds.
+    pub fn classify(
+        &self,
+        inputs: &[ClassifyInput<'_>],
+        opts: &ClassifyOptions,
+    ) -> Vec<Result<ClassifyOutput, TaskError>> {
+        if self.model.config.head != HeadKind::SequenceClassification {
+            return inputs.iter().map(|_| Err(self.wrong_head("classification"))).collect();
+        }
+        let function = opts.function.unwrap_or_else(|| self.score_function());
+        let prepared: Vec<Result<Prepared, TaskError>> = inputs
+            .iter()
+            .map(|i| self.prepare(i.text, i.target, &opts.normalize))
+            .collect();
+        let logits = self.run_windows(&prepared);
+        let labels = &self.model.config.labels;
+        prepared
+            .into_iter()
+            .zip(logits)
+            .map(|(prep, logits)| {
+                let prep = prep?;
+                let logits = logits?;
+                let total: usize = prep.text_tokens.iter().sum::<usize>().max(1);
+                let mut combined = vec![0f32; labels.len()];
+                for (w, n) in logits.iter().zip(&prep.text_tokens) {
+                    let weight = if prep.windows.len() == 1 { 1.0 } else { *n as f32 / total as f32 };
+                    for (c, s) in combined.iter_mut().zip(function.apply(w)) {
+                        *c += weight * s;
+                    }
+                }
+                Ok(ClassifyOutput {
+                    labels: top_k(labels, &combined, opts.top_k)?,
+                    windows: prep.windows.len(),
+                })
+            })
+            .collect()
+    }
+
+    /// Raw logits of each window of one text, for parity checks and diagnostics.
+    pub fn window_logits(&self, text: &str, target: Option<&str>) -> Result<(Vec<Encoding>, Vec<Vec<f32>>), TaskError> {
+        let prep = self.prepare(text, target, &NormalizeOptions::default());
+        let mut logits = self.run_windows(std::slice::from_ref(&prep));
+        let prep = prep?;
+        let logits = logits.pop().unwrap_or(Ok(Vec::new()))?;
+        Ok((prep.windows, logits))
+    }
+
+    fn score_function(&self) -> ScoreFunction {
+        let pt = match self.model.config.problem_type {
+            ProblemType::SingleLabel => "single_label_classification",
+            ProblemType::MultiLabel => "multi_label_classification",
+            ProblemType::Regression => "regression",
+        };
+        ScoreFunction::for_config(Some(pt), self.model.config.labels.len())
+    }
+
+    fn wrong_head(&self, wanted: &'static str) -> TaskError {
+        TaskError::WrongHead {
+            model: self.model.name.clone(),
+            found: match self.model.config.head {
+                HeadKind::None => "no task head (it is a bare encoder)",
+                HeadKind::TokenClassification => "a token-classification (NER) head",
+                HeadKind::SequenceClassification => "a sequence-classification head",
+            },
+            wanted,
+        }
+    }
+
+    fn prepare(&self, text: &str, target: Option<&str>, norm: &NormalizeOptions) -> Result<Prepared, TaskError> {
+        if text.trim().is_empty() {
+            return Err(TaskError::EmptyText);
+        }
+        let chars = text.chars().count();
+        if chars > self.max_chars {
+            return Err(TaskError::TooLong { chars, limit: self.max_chars });
+        }
+        let normalized = normalize(text, norm);
+        let prefix = &self.model.config.naba.prefix;
+        let body = format!("{prefix}{}", normalized.text);
+        let target = match target {
+            Some(t) if t.trim().is_empty() => return Err(TaskError::EmptyTarget),
+            Some(t) => Some(format!("{prefix}{}", normalize(t, norm).text)),
+            None => None,
+        };
+        // With a target the text goes second, so truncation slides over the text alone.
+        let encoding = match &target {
+            Some(t) => self
+                .windowed_pair
+                .encode_char_offsets((t.as_str(), body.as_str()), true)
+                .map_err(|e| {
+                    let target_tokens = self
+                        .model
+                        .tokenizer
+                        .encode(t.as_str(), false)
+                        .map(|enc| enc.len())
+                        .unwrap_or(0);
+                    if target_tokens + self.stride + 4 >= self.window {
+                        TaskError::TargetTooLong {
+                            target: target_tokens,
+                            window: self.window,
+                        }
+                    } else {
+                        TaskError::Tokenizer(e.to_string())
+                    }
+                }),
+            None => self
+                .windowed
+                .encode_char_offsets(body.as_str(), true)
+                .map_err(|e| TaskError::Tokenizer(e.to_string())),
+        }?;
+        let mut windows = vec![encoding.clone()];
+        windows.extend(encoding.get_overflowing().iter().cloned());
+        let text_seq = usize::from(target.is_some());
+        let text_tokens = windows
+            .iter()
+            .map(|w| {
+                (0..w.len())
+                    .filter(|&i| w.get_sequence_ids()[i] == Some(text_seq) && w.get_special_tokens_mask()[i] == 0)
+                    .count()
+            })
+            .collect();
+        Ok(Prepared {
+            normalized,
+            prefix_chars: prefix.chars().count(),
+            windows,
+            text_tokens,
+        })
+    }
+
+    /// Runs every window of every prepared text through encoder and head, in batches of
+    /// similar length so little compute goes to padding. Returns per text, per window, the
+    /// flattened logits (`[labels]` or `[tokens * labels]`).
+    fn run_windows(&self, prepared: &[Result<Prepared, TaskError>]) -> Vec<Result<Vec<Vec<f32>>, TaskError>> {
+        let mut jobs: Vec<(usize, usize, &Encoding)> = Vec::new();
+        for (d, p) in prepared.iter().enumerate() {
+            if let Ok(p) = p {
+                for (w, enc) in p.windows.iter().enumerate() {
+                    jobs.push((d, w, enc));
+                }
+            }
+        }
+        jobs.sort_by_key(|(_, _, e)| std::cmp::Reverse(e.len()));
+        let mut out: Vec<Result<Vec<Vec<f32>>, TaskError>> = prepared
+            .iter()
+            .map(|p| Ok(vec![Vec::new(); p.as_ref().map_or(0, |p| p.windows.len())]))
+            .collect();
+        for chunk in jobs.chunks(self.batch_size) {
+            match self.forward(chunk.iter().map(|(_, _, e)| *e)) {
+                Ok(rows) => {
+                    for ((d, w, _), row) in chunk.iter().zip(rows) {
+                        if let Some(Ok(slots)) = out.get_mut(*d) {
+                            slots[*w] = row;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for (d, _, _) in chunk {
+                        out[*d] = Err(TaskError::Tokenizer(format!("model run failed: {msg}")));
+                    }
+                }
+            }
+        }
+        for (slot, p) in out.iter_mut().zip(prepared) {
+            if let Err(e) = p {
+                *slot = Err(clone_error(e));
+            }
+        }
+        out
+    }
+
+    fn forward<'a>(&self, encs: impl Iterator<Item = &'a Encoding>) -> Result<Vec<Vec<f32>>, TaskError> {
+        let encs: Vec<&Encoding> = encs.collect();
+        let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
+        let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
+        let batch = Batch::from_rows(&ids, Some(&types), self.pad_id, self.model.encoder.device())?;
+        let hidden = self.model.encoder.forward(&batch)?;
+        let logits: Tensor = self
+            .model
+            .head
+            .forward(&hidden)?
+            .ok_or_else(|| self.wrong_head("classification or NER"))?;
+        let mut rows = Vec::with_capacity(encs.len());
+        for (i, e) in encs.iter().enumerate() {
+            let row = logits.get(i)?;
+            let row = if row.rank() == 2 { row.narrow(0, 0, e.len())? } else { row };
+            rows.push(row.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(rows)
+    }
+
+    fn token_rows<'a>(&self, enc: &'a Encoding, probs: &'a [f32], n_labels: usize, prefix: usize) -> Vec<TokenScores<'a>> {
+        let special = enc.get_special_tokens_mask();
+        enc.get_tokens()
+            .iter()
+            .enumerate()
+            .map(|(i, tok)| {
+                let (s, e) = enc.get_offsets()[i];
+                let in_prefix = s < prefix;
+                TokenScores {
+                    token: tok.as_str(),
+                    start: s.saturating_sub(prefix),
+                    end: e.saturating_sub(prefix),
+                    special: special[i] == 1 || in_prefix,
+                    unk: Some(enc.get_ids()[i]) == self.unk_id,
+                    scores: probs.get(i * n_labels..(i + 1) * n_labels).unwrap_or(&[]),
+                    index: i,
+                }
+            })
+            .collect()
+    }
+
+    fn per_token_over_windows(
+        &self,
+        sentence: &str,
+        rows: &[Vec<TokenScores>],
+        labels: &[String],
+        ignore: &[&str],
+    ) -> Result<Vec<Entity>, TaskError> {
+        // Identify a token by its offsets; keep, for each, the row whose window gives it the
+        // largest distance to a window edge.
+        let mut best: std::collections::BTreeMap<(usize, usize), (usize, TokenScores)> = Default::default();
+        for w in rows {
+            let real: Vec<&TokenScores> = w.iter().filter(|t| !t.special).collect();
+            let n = real.len();
+            for (k, t) in real.into_iter().enumerate() {
+                let margin = k.min(n - 1 - k);
+                let entry = best.entry((t.start, t.end)).or_insert((margin, *t));
+                if margin > entry.0 {
+                    *entry = (margin, *t);
+                }
+            }
+        }
+        let merged: Vec<TokenScores> = best.into_values().map(|(_, t)| t).collect();
+        Ok(aggregate_windows(
+            sentence,
+            &[merged],
+            labels,
+            self.subword_prefix.as_deref(),
+            AggregationStrategy::None,
+            ignore,
+        )?)
+    }
+}
+
+/// Maps entities found in the normalised text back onto the text the caller sent.
+fn to_original(norm: &Normalized, original: &str, entities: Vec<Entity>) -> Vec<EntitySpan> {
+    let index = CharIndex::new(original);
+    entities
+        .into_iter()
+        .map(|e| {
+            let (start, end) = norm.to_original_span(e.start, e.end);
+            let text = index
+                .char_span_to_byte_span(start, end)
+                .ok()
+                .and_then(|r| original.get(r))
+                .unwrap_or_default()
+                .to_string();
+            EntitySpan {
+                label: e.label,
+                text,
+                start,
+                end,
+                score: e.score,
+            }
+        })
+        .collect()
+}
+
+fn clone_error(e: &TaskError) -> TaskError {
+    match e {
+        TaskError::EmptyText => TaskError::EmptyText,
+        TaskError::EmptyTarget => TaskError::EmptyTarget,
+        TaskError::TooLong { chars, limit } => TaskError::TooLong { chars: *chars, limit: *limit },
+        other => TaskError::Tokenizer(other.to_string()),
+    }
+}
