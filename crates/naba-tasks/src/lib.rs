@@ -9,11 +9,11 @@ pub use aggregate::{
     aggregate, aggregate_windows, merge_overlapping_entities, AggregateError, AggregationStrategy,
     Entity, ParseAggregationStrategyError, TokenScores, DEFAULT_IGNORE_LABELS,
 };
-pub use scores::{
-    numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,
-    ScoreError, ScoreFunction,
-};
 pub use pipeline::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, NerOptions, NerOutput, Pipeline,
     PipelineOptions, TaskError,
+};
+pub use scores::{
+    numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,
+    ScoreError, ScoreFunction,
 };

@@ -159,7 +159,10 @@ struct Prepared {
 impl Pipeline {
     pub fn new(model: Model, opts: &PipelineOptions) -> Result<Self, TaskError> {
         let window = model.config.max_tokens();
-        let specials = model.tokenizer.get_post_processor().map_or(2, |p| p.added_tokens(false));
+        let specials = model
+            .tokenizer
+            .get_post_processor()
+            .map_or(2, |p| p.added_tokens(false));
         let room = window.saturating_sub(specials);
         let stride = opts.stride.unwrap_or(room / 4);
         if room == 0 || stride >= room {
@@ -216,7 +219,10 @@ impl Pipeline {
     /// Entities of each text, in input order; each text fails or succeeds on its own.
     pub fn ner(&self, texts: &[&str], opts: &NerOptions) -> Vec<Result<NerOutput, TaskError>> {
         if self.model.config.head != HeadKind::TokenClassification {
-            return texts.iter().map(|_| Err(self.wrong_head("named-entity recognition"))).collect();
+            return texts
+                .iter()
+                .map(|_| Err(self.wrong_head("named-entity recognition")))
+                .collect();
         }
         let prepared: Vec<Result<Prepared, TaskError>> = texts
             .iter()
@@ -236,7 +242,11 @@ impl Pipeline {
                 // Rows of probabilities, one buffer per window, kept alive for the borrows below.
                 let probs: Vec<Vec<f32>> = logits
                     .iter()
-                    .map(|w| w.chunks(n_labels).flat_map(crate::scores::softmax).collect())
+                    .map(|w| {
+                        w.chunks(n_labels)
+                            .flat_map(crate::scores::softmax)
+                            .collect()
+                    })
                     .collect();
                 let sentence = prep.normalized.text.as_str();
                 let rows: Vec<Vec<TokenScores>> = prep
@@ -275,7 +285,10 @@ impl Pipeline {
         opts: &ClassifyOptions,
     ) -> Vec<Result<ClassifyOutput, TaskError>> {
         if self.model.config.head != HeadKind::SequenceClassification {
-            return inputs.iter().map(|_| Err(self.wrong_head("classification"))).collect();
+            return inputs
+                .iter()
+                .map(|_| Err(self.wrong_head("classification")))
+                .collect();
         }
         let function = opts.function.unwrap_or_else(|| self.score_function());
         let prepared: Vec<Result<Prepared, TaskError>> = inputs
@@ -293,7 +306,11 @@ impl Pipeline {
                 let total: usize = prep.text_tokens.iter().sum::<usize>().max(1);
                 let mut combined = vec![0f32; labels.len()];
                 for (w, n) in logits.iter().zip(&prep.text_tokens) {
-                    let weight = if prep.windows.len() == 1 { 1.0 } else { *n as f32 / total as f32 };
+                    let weight = if prep.windows.len() == 1 {
+                        1.0
+                    } else {
+                        *n as f32 / total as f32
+                    };
                     for (c, s) in combined.iter_mut().zip(function.apply(w)) {
                         *c += weight * s;
                     }
@@ -307,7 +324,11 @@ impl Pipeline {
     }
 
     /// Raw logits of each window of one text, for parity checks and diagnostics.
-    pub fn window_logits(&self, text: &str, target: Option<&str>) -> Result<(Vec<Encoding>, Vec<Vec<f32>>), TaskError> {
+    pub fn window_logits(
+        &self,
+        text: &str,
+        target: Option<&str>,
+    ) -> Result<(Vec<Encoding>, Vec<Vec<f32>>), TaskError> {
         let prep = self.prepare(text, target, &NormalizeOptions::default());
         let mut logits = self.run_windows(std::slice::from_ref(&prep));
         let prep = prep?;
@@ -336,13 +357,21 @@ impl Pipeline {
         }
     }
 
-    fn prepare(&self, text: &str, target: Option<&str>, norm: &NormalizeOptions) -> Result<Prepared, TaskError> {
+    fn prepare(
+        &self,
+        text: &str,
+        target: Option<&str>,
+        norm: &NormalizeOptions,
+    ) -> Result<Prepared, TaskError> {
         if text.trim().is_empty() {
             return Err(TaskError::EmptyText);
         }
         let chars = text.chars().count();
         if chars > self.max_chars {
-            return Err(TaskError::TooLong { chars, limit: self.max_chars });
+            return Err(TaskError::TooLong {
+                chars,
+                limit: self.max_chars,
+            });
         }
         let normalized = normalize(text, norm);
         let prefix = &self.model.config.naba.prefix;
@@ -385,7 +414,10 @@ impl Pipeline {
             .iter()
             .map(|w| {
                 (0..w.len())
-                    .filter(|&i| w.get_sequence_ids()[i] == Some(text_seq) && w.get_special_tokens_mask()[i] == 0)
+                    .filter(|&i| {
+                        w.get_sequence_ids()[i] == Some(text_seq)
+                            && w.get_special_tokens_mask()[i] == 0
+                    })
                     .count()
             })
             .collect();
@@ -400,7 +432,10 @@ impl Pipeline {
     /// Runs every window of every prepared text through encoder and head, in batches of
     /// similar length so little compute goes to padding. Returns per text, per window, the
     /// flattened logits (`[labels]` or `[tokens * labels]`).
-    fn run_windows(&self, prepared: &[Result<Prepared, TaskError>]) -> Vec<Result<Vec<Vec<f32>>, TaskError>> {
+    fn run_windows(
+        &self,
+        prepared: &[Result<Prepared, TaskError>],
+    ) -> Vec<Result<Vec<Vec<f32>>, TaskError>> {
         let mut jobs: Vec<(usize, usize, &Encoding)> = Vec::new();
         for (d, p) in prepared.iter().enumerate() {
             if let Ok(p) = p {
@@ -439,7 +474,10 @@ impl Pipeline {
         out
     }
 
-    fn forward<'a>(&self, encs: impl Iterator<Item = &'a Encoding>) -> Result<Vec<Vec<f32>>, TaskError> {
+    fn forward<'a>(
+        &self,
+        encs: impl Iterator<Item = &'a Encoding>,
+    ) -> Result<Vec<Vec<f32>>, TaskError> {
         let encs: Vec<&Encoding> = encs.collect();
         let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
         let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
@@ -453,13 +491,23 @@ impl Pipeline {
         let mut rows = Vec::with_capacity(encs.len());
         for (i, e) in encs.iter().enumerate() {
             let row = logits.get(i)?;
-            let row = if row.rank() == 2 { row.narrow(0, 0, e.len())? } else { row };
+            let row = if row.rank() == 2 {
+                row.narrow(0, 0, e.len())?
+            } else {
+                row
+            };
             rows.push(row.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(rows)
     }
 
-    fn token_rows<'a>(&self, enc: &'a Encoding, probs: &'a [f32], n_labels: usize, prefix: usize) -> Vec<TokenScores<'a>> {
+    fn token_rows<'a>(
+        &self,
+        enc: &'a Encoding,
+        probs: &'a [f32],
+        n_labels: usize,
+        prefix: usize,
+    ) -> Vec<TokenScores<'a>> {
         let special = enc.get_special_tokens_mask();
         enc.get_tokens()
             .iter()
@@ -489,7 +537,8 @@ impl Pipeline {
     ) -> Result<Vec<Entity>, TaskError> {
         // Identify a token by its offsets; keep, for each, the row whose window gives it the
         // largest distance to a window edge.
-        let mut best: std::collections::BTreeMap<(usize, usize), (usize, TokenScores)> = Default::default();
+        let mut best: std::collections::BTreeMap<(usize, usize), (usize, TokenScores)> =
+            Default::default();
         for w in rows {
             let real: Vec<&TokenScores> = w.iter().filter(|t| !t.special).collect();
             let n = real.len();
@@ -541,7 +590,10 @@ fn clone_error(e: &TaskError) -> TaskError {
     match e {
         TaskError::EmptyText => TaskError::EmptyText,
         TaskError::EmptyTarget => TaskError::EmptyTarget,
-        TaskError::TooLong { chars, limit } => TaskError::TooLong { chars: *chars, limit: *limit },
+        TaskError::TooLong { chars, limit } => TaskError::TooLong {
+            chars: *chars,
+            limit: *limit,
+        },
         other => TaskError::Tokenizer(other.to_string()),
     }
 }

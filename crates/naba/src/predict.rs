@@ -1,0 +1,262 @@
+//! `naba predict`: one JSON object per input, in input order.
+
+use crate::input::{read_docs, Doc, Format};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
+use naba_tasks::{
+    aggregate::AggregationStrategy, ClassifyInput, ClassifyOptions, NerOptions, Pipeline,
+    PipelineOptions,
+};
+use naba_text::NormalizeOptions;
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// What the text is about (sequence classification).
+    Topic,
+    /// Where the text stands toward a target (text-pair classification).
+    Stance,
+    /// Named entities with character offsets (token classification).
+    Ner,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// What to predict.
+    #[arg(long, value_enum)]
+    pub task: Task,
+    /// Model: a checkpoint directory, a hub repo id (owner/name), or a model name.
+    #[arg(long, env = "NABA_MODEL")]
+    pub model: Option<String>,
+    /// Hub revision (branch, tag or commit) when --model is a repo id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Stance target for every input (a claim, topic or entity); JSONL inputs may carry their own `target`.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// How NER sub-word predictions become entities (transformers' aggregation_strategy).
+    #[arg(long, default_value = "simple", value_parser = parse_aggregation)]
+    pub aggregation: AggregationStrategy,
+    /// Return only the best N labels (topic, stance); default all, best first.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Read inputs from FILE (`-` for stdin) instead of arguments.
+    #[arg(long, short)]
+    pub input: Option<PathBuf>,
+    /// How the input is laid out.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: Format,
+    /// Arabic normalisation before the model: comma list of diacritics, tatweel, alef, ya,
+    /// ta-marbuta, digits, nfkc, or all / none. Offsets still refer to the text you sent.
+    #[arg(long, default_value = "none", value_parser = parse_normalize)]
+    pub normalize: NormalizeOptions,
+    /// Where to run: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu", env = "NABA_DEVICE")]
+    pub device: DeviceSpec,
+    /// Float type of the computation: f32, f16 or bf16 (f16 needs a GPU).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Tokens shared by consecutive windows of a long text (default: a quarter of the window).
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// Windows per model call.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Longest text accepted, in characters.
+    #[arg(long, default_value_t = 200_000)]
+    pub max_chars: usize,
+    /// Texts to label (otherwise --input or stdin).
+    pub texts: Vec<String>,
+}
+
+fn parse_aggregation(s: &str) -> Result<AggregationStrategy, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_normalize(s: &str) -> Result<NormalizeOptions, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+/// Inputs are handled in groups this size so output streams and memory stays bounded.
+const CHUNK: usize = 64;
+
+pub fn run(args: PredictArgs) -> Result<ExitCode> {
+    let docs = read_docs(&args.texts, args.input.as_deref(), args.format)?;
+    validate(&docs, &args)?;
+    let spec = match &args.model {
+        Some(m) => m.clone(),
+        None => bail!(
+            "no default {} model is installed yet: pass --model with a checkpoint directory or \
+             hub id (see `naba models list`)",
+            task_name(args.task)
+        ),
+    };
+    let device = args.device.open()?;
+    let dtype = parse_dtype(&args.dtype, &device)?;
+    let model = Model::load(
+        &spec,
+        &LoadOptions {
+            device,
+            dtype,
+            revision: args.revision.clone(),
+            dequantize: false,
+            head_hint: Some(match args.task {
+                Task::Ner => HeadKind::TokenClassification,
+                Task::Topic | Task::Stance => HeadKind::SequenceClassification,
+            }),
+        },
+    )
+    .with_context(|| format!("cannot load model `{spec}`"))?;
+    check_head(&model, args.task)?;
+    let pipeline = Pipeline::new(
+        model,
+        &PipelineOptions {
+            stride: args.stride,
+            batch_size: args.batch_size,
+            max_chars: args.max_chars,
+        },
+    )?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    for chunk in docs.chunks(CHUNK) {
+        for (doc, line) in chunk.iter().zip(predict_chunk(&pipeline, chunk, &args)) {
+            let line = match line {
+                Ok(v) => v,
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("error: input {}: {e}", doc.id);
+                    json!({"id": doc.id, "error": e.to_string()})
+                }
+            };
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn task_name(task: Task) -> &'static str {
+    match task {
+        Task::Topic => "topic",
+        Task::Stance => "stance",
+        Task::Ner => "NER",
+    }
+}
+
+/// Everything that can be known wrong before loading a model is reported here, naming the input.
+fn validate(docs: &[Doc], args: &PredictArgs) -> Result<()> {
+    for doc in docs {
+        if doc.text.trim().is_empty() {
+            bail!("input {}: the text is empty or only whitespace", doc.id);
+        }
+        let chars = doc.text.chars().count();
+        if chars > args.max_chars {
+            bail!(
+                "input {}: the text has {chars} characters, over the limit of {} (raise --max-chars \
+                 or split the text)",
+                doc.id,
+                args.max_chars
+            );
+        }
+        if args.task == Task::Stance {
+            let target = doc.target.as_deref().or(args.target.as_deref());
+            match target {
+                None => bail!(
+                    "input {}: stance needs a target: pass --target TEXT or a `target` field in JSONL",
+                    doc.id
+                ),
+                Some(t) if t.trim().is_empty() => {
+                    bail!("input {}: the stance target is empty", doc.id)
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_head(model: &Model, task: Task) -> Result<()> {
+    let ok = match task {
+        Task::Ner => model.config.head == HeadKind::TokenClassification,
+        Task::Topic | Task::Stance => model.config.head == HeadKind::SequenceClassification,
+    };
+    if !ok {
+        let has = match model.config.head {
+            HeadKind::None => "no task head (it is a bare encoder)",
+            HeadKind::TokenClassification => "a token-classification head (use --task ner)",
+            HeadKind::SequenceClassification => {
+                "a sequence-classification head (use --task topic or stance)"
+            }
+        };
+        bail!("model `{}` has {has}", model.name);
+    }
+    Ok(())
+}
+
+fn predict_chunk(
+    pipeline: &Pipeline,
+    docs: &[Doc],
+    args: &PredictArgs,
+) -> Vec<Result<serde_json::Value>> {
+    match args.task {
+        Task::Ner => {
+            let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+            let opts = NerOptions {
+                aggregation: args.aggregation,
+                normalize: args.normalize,
+                ..NerOptions::default()
+            };
+            pipeline
+                .ner(&texts, &opts)
+                .into_iter()
+                .zip(docs)
+                .map(|(r, d)| {
+                    let r = r?;
+                    Ok(json!({"id": d.id, "entities": r.entities, "windows": r.windows}))
+                })
+                .collect()
+        }
+        Task::Topic | Task::Stance => {
+            let stance = args.task == Task::Stance;
+            let inputs: Vec<ClassifyInput> = docs
+                .iter()
+                .map(|d| ClassifyInput {
+                    text: &d.text,
+                    target: if stance {
+                        d.target.as_deref().or(args.target.as_deref())
+                    } else {
+                        None
+                    },
+                })
+                .collect();
+            let opts = ClassifyOptions {
+                top_k: args.top_k,
+                normalize: args.normalize,
+                function: None,
+            };
+            pipeline
+                .classify(&inputs, &opts)
+                .into_iter()
+                .zip(inputs)
+                .zip(docs)
+                .map(|((r, i), d)| {
+                    let r = r?;
+                    let mut v = json!({"id": d.id, "labels": r.labels, "windows": r.windows});
+                    if let Some(t) = i.target {
+                        v["target"] = json!(t);
+                    }
+                    Ok(v)
+                })
+                .collect()
+        }
+    }
+}
