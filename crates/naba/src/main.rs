@@ -1,9 +1,12 @@
 //! `naba`: Arabic news topic, stance and named entities from the command line. This binary only
 //! wires the library crates together; each subcommand lives in its own module.
 
+mod eval_cmd;
 mod input;
 mod models_cmd;
 mod predict;
+mod serve_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -26,6 +29,12 @@ struct Cli {
 enum Command {
     /// Label texts: topic or stance classification, or named entities.
     Predict(predict::PredictArgs),
+    /// Measure a model on a labelled corpus and write a report.
+    Eval(eval_cmd::EvalArgs),
+    /// Fine-tune a model from a recipe.
+    Train(train_cmd::TrainArgs),
+    /// Serve the JSON HTTP API.
+    Serve(serve_cmd::ServeArgs),
     /// Fetch and list models.
     #[command(subcommand)]
     Models(models_cmd::ModelsCommand),
@@ -42,6 +51,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Predict(args) => predict::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Models(cmd) => models_cmd::run(cmd),
     };
     match result {
