@@ -140,7 +140,7 @@ impl ModelConfig {
         };
         let hidden_size = need(raw.hidden_size, "hidden_size")?;
         let num_heads = need(raw.num_attention_heads, "num_attention_heads")?;
-        if hidden_size % num_heads != 0 {
+        if !hidden_size.is_multiple_of(num_heads) {
             return Err(ModelError::Config(format!(
                 "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"
             )));

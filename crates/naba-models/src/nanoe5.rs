@@ -179,7 +179,7 @@ fn f32_tensor(e: &DirEntry, bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
 }
 
 fn q4_tensor(e: &DirEntry, bytes: &[u8], rows: usize, cols: usize) -> Result<Arc<QTensor>> {
-    if cols % Q4_BLOCK != 0 || e.bytes != rows * cols / Q4_BLOCK * Q4_BLOCK_BYTES {
+    if !cols.is_multiple_of(Q4_BLOCK) || e.bytes != rows * cols / Q4_BLOCK * Q4_BLOCK_BYTES {
         return Err(ModelError::Weights(format!(
             "{FILE_NAME}: `{}` holds {} bytes, not a Q4_0 matrix of {rows}x{cols}",
             e.name, e.bytes
@@ -325,7 +325,7 @@ pub fn load(
         },
         head_declared: true,
     };
-    if hid == 0 || h.heads == 0 || hid % h.heads != 0 {
+    if hid == 0 || h.heads == 0 || !hid.is_multiple_of(h.heads) {
         return Err(ModelError::file(
             path,
             format!("bad header: hidden {hid}, heads {}", h.heads),

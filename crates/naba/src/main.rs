@@ -30,7 +30,7 @@ enum Command {
     /// Label texts: topic or stance classification, or named entities.
     Predict(predict::PredictArgs),
     /// Measure a model on a labelled corpus and write a report.
-    Eval(eval_cmd::EvalArgs),
+    Eval(Box<eval_cmd::EvalArgs>),
     /// Fine-tune a model from a recipe.
     Train(train_cmd::TrainArgs),
     /// Serve the JSON HTTP API.
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Predict(args) => predict::run(args),
-        Command::Eval(args) => eval_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(*args),
         Command::Train(args) => train_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Models(cmd) => models_cmd::run(cmd),
