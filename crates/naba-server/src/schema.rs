@@ -1,0 +1,234 @@
+//! The JSON the API reads and writes. These types are the contract: the OpenAPI document is
+//! derived from them, and the handlers convert to and from the pipeline's types.
+
+use crate::config::Task;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /v1/analyze`: one text, or several documents, for any of topic, entities and stance.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "documents": [{"id": "a1", "text": "التقى الرئيس بوتين نظيره الأمريكي في جنيف.", "targets": ["روسيا"]}],
+    "tasks": ["topic", "entities", "stance"],
+    "options": {"top_k": 3, "aggregation": "simple"}
+}))]
+pub struct AnalyzeRequest {
+    /// One text to analyse; its result has id 0. Send this or `documents`, not both.
+    pub text: Option<String>,
+    pub documents: Option<Vec<DocumentIn>>,
+    /// What to compute. Default: topic and entities when the server has those models, and
+    /// stance when targets are given.
+    pub tasks: Option<Vec<Task>>,
+    /// Stance targets read against every document (after each document's own `targets`).
+    pub stance_targets: Option<Vec<String>>,
+    #[serde(default)]
+    pub options: Options,
+    /// Which model answers each task, by name (see `GET /v1/models`); default models otherwise.
+    #[serde(default)]
+    pub models: ModelChoice,
+}
+
+/// `POST /v1/topic`, `/v1/entities`, `/v1/stance`: one task.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// One text; its result has id 0. Send this or `documents`, not both.
+    pub text: Option<String>,
+    pub documents: Option<Vec<DocumentIn>>,
+    /// Stance targets for every document (`/v1/stance` only).
+    pub stance_targets: Option<Vec<String>>,
+    #[serde(default)]
+    pub options: Options,
+    /// The model's name; the task's default when absent.
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentIn {
+    /// Echoed in the result; the document's position when absent.
+    pub id: Option<DocId>,
+    pub text: String,
+    /// Stance targets for this document (a claim, a topic, an entity).
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// A document id: a string or an integer, echoed as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum DocId {
+    Text(String),
+    Number(i64),
+}
+
+impl std::fmt::Display for DocId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocId::Text(s) => write!(f, "{s:?}"),
+            DocId::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Labels to return for topic and stance, best first (at least 1); default all.
+    pub top_k: Option<usize>,
+    /// How NER sub-word predictions become entities; default `simple`.
+    pub aggregation: Option<Aggregation>,
+    /// Arabic normalisation before the model: `"all"`, `"none"` (default), a comma list, or a
+    /// list of `diacritics`, `tatweel`, `alef`, `ya`, `ta-marbuta`, `digits`, `nfkc`. Entity
+    /// offsets always refer to the text you sent.
+    pub normalize: Option<Normalize>,
+}
+
+/// transformers' `aggregation_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// One entity per token, labels as predicted (`B-PERS`).
+    None,
+    /// Adjacent tokens with the same type form one entity.
+    Simple,
+    /// As simple; each word takes its first token's label.
+    First,
+    /// As simple; each word takes the best of its tokens' mean scores.
+    Average,
+    /// As simple; each word takes its most confident token's label.
+    Max,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Normalize {
+    Text(String),
+    Items(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelChoice {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stance: Option<String>,
+}
+
+/// Results in the order the documents were sent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AnalyzeResponse {
+    pub documents: Vec<DocumentResult>,
+    /// The model that answered each task.
+    pub models: ModelChoice,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DocumentResult {
+    pub id: DocId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<TopicResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entities: Option<Vec<EntityOut>>,
+    /// One result per target, in the order the targets were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stance: Option<Vec<StanceResult>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopicResult {
+    /// The best label.
+    pub label: String,
+    /// Labels with scores, best first (`top_k` of them when asked).
+    pub labels: Vec<LabelOut>,
+    /// Windows the text was read in (long texts are never truncated).
+    pub windows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StanceResult {
+    pub target: String,
+    pub label: String,
+    pub labels: Vec<LabelOut>,
+    pub windows: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LabelOut {
+    pub label: String,
+    pub score: f32,
+}
+
+/// A named entity. `start` and `end` count Unicode characters (code points, not bytes, not
+/// UTF-16 units) in the text sent, and `text` is exactly that slice.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EntityOut {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelsResponse {
+    pub models: Vec<ModelInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelInfo {
+    pub name: String,
+    pub task: Task,
+    /// Whether requests that name no model for this task get this one.
+    pub default: bool,
+    /// `loading`, `ready`, `failed` or `stopped`.
+    pub status: String,
+    /// The directory, hub id or name it was configured with.
+    pub path: String,
+    /// Where it was loaded from, in words (once loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub labels: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_encoder: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Tokens per window, special tokens included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_tokens: Option<usize>,
+    /// The model card file that was read, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<String>,
+    /// Metrics as the model card states them (free-form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metrics: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Documents waiting for this model now.
+    pub queue_depth: usize,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// Always `ok` when the process answers.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// `ready`.
+    pub status: String,
+    pub models: Vec<ModelStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelStatus {
+    pub name: String,
+    pub status: String,
+}

@@ -1,0 +1,756 @@
+//! The API against a real server on a loopback port: round trip on the example articles,
+//! every route, every refusal, request ids, the API key, CORS, timeouts, graceful shutdown.
+
+mod common;
+
+use common::{char_slice, client, config, example_articles, TestServer, SENTENCES};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("JSON body");
+    (status, body)
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], want_code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+fn check_entities(text: &str, doc: &Value) -> usize {
+    let entities = doc["entities"].as_array().expect("entities");
+    for e in entities {
+        let start = e["start"].as_u64().expect("start") as usize;
+        let end = e["end"].as_u64().expect("end") as usize;
+        assert_eq!(
+            char_slice(text, start, end).as_deref(),
+            e["text"].as_str(),
+            "entity {e} is not the request text at {start}..{end}"
+        );
+        assert!(e["type"].as_str().is_some_and(|t| !t.is_empty()), "{e}");
+        assert!(e["score"].as_f64().is_some(), "{e}");
+    }
+    entities.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_on_the_example_articles_keeps_character_offsets() {
+    let articles = example_articles();
+    if articles.is_empty() {
+        eprintln!("NOTICE: ../shared/examples/ has no articles here; round-trip test skipped");
+        return;
+    }
+    let server = TestServer::start(config()).await;
+    for (path, text) in &articles {
+        for (aggregation, normalize) in [
+            ("simple", json!("none")),
+            ("none", json!("none")),
+            ("first", json!("all")),
+            ("max", json!(["diacritics", "alef", "ya", "nfkc"])),
+            ("average", json!("tatweel,digits")),
+        ] {
+            let (status, body) = post(
+                &server,
+                "/v1/analyze",
+                json!({
+                    "text": text,
+                    "stance_targets": ["روسيا"],
+                    "options": {"aggregation": aggregation, "normalize": normalize}
+                }),
+            )
+            .await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let doc = &body["documents"][0];
+            assert_eq!(doc["id"], 0);
+            let n = check_entities(text, doc);
+            assert!(
+                n > 0,
+                "{path}: the random NER fixture finds something in a long article"
+            );
+            assert_eq!(doc["topic"]["labels"].as_array().map(Vec::len), Some(4));
+            assert!(
+                doc["topic"]["windows"].as_u64().unwrap_or(0) > 1,
+                "long text, many windows"
+            );
+            assert_eq!(doc["stance"][0]["target"], "روسيا");
+            assert!(["agree", "disagree", "other"]
+                .contains(&doc["stance"][0]["label"].as_str().unwrap_or("")));
+            assert_eq!(
+                body["models"],
+                json!({"topic": "topic", "entities": "ner", "stance": "stance"})
+            );
+        }
+        eprintln!("round trip ok: {path}");
+    }
+    server.stop().await.expect("clean stop");
+}
+
+/// Entities without scores, and scores rounded: what batching must not change.
+fn spans(entities: &Value) -> Vec<(String, u64, u64, String, i64)> {
+    entities
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|e| {
+                    (
+                        e["type"].as_str().unwrap_or("").to_string(),
+                        e["start"].as_u64().unwrap_or(0),
+                        e["end"].as_u64().unwrap_or(0),
+                        e["text"].as_str().unwrap_or("").to_string(),
+                        (e["score"].as_f64().unwrap_or(0.0) * 1e3).round() as i64,
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_come_back_in_order_across_model_batches() {
+    let mut c = config();
+    c.batching.max_batch_documents = 3;
+    let server = TestServer::start(c).await;
+    let docs: Vec<Value> = (0..20)
+        .map(|i| {
+            let text = SENTENCES[i % SENTENCES.len()].repeat(1 + i % 4);
+            if i % 2 == 0 {
+                json!({"id": format!("doc-{i}"), "text": text, "targets": ["الحكومة"]})
+            } else {
+                json!({"id": i * 100, "text": text})
+            }
+        })
+        .collect();
+    let (status, body) = post(
+        &server,
+        "/v1/analyze",
+        json!({"documents": docs, "stance_targets": ["روسيا"], "options": {"top_k": 2}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let out = body["documents"].as_array().expect("documents");
+    assert_eq!(out.len(), 20);
+    for (i, (sent, got)) in docs.iter().zip(out).enumerate() {
+        assert_eq!(sent["id"], got["id"]);
+        check_entities(sent["text"].as_str().unwrap_or(""), got);
+        assert_eq!(got["topic"]["labels"].as_array().map(Vec::len), Some(2));
+        let targets: Vec<&str> = got["stance"]
+            .as_array()
+            .expect("stance")
+            .iter()
+            .filter_map(|s| s["target"].as_str())
+            .collect();
+        if i % 2 == 0 {
+            assert_eq!(targets, vec!["الحكومة", "روسيا"]);
+        } else {
+            assert_eq!(targets, vec!["روسيا"]);
+        }
+    }
+    // The same documents one at a time give the same answers: batching changes nothing but
+    // float rounding (padding changes the shape of the matrix products).
+    for (i, sent) in docs.iter().enumerate().step_by(7) {
+        let (_, single) = post(
+            &server,
+            "/v1/analyze",
+            json!({"documents": [sent], "stance_targets": ["روسيا"], "options": {"top_k": 2}}),
+        )
+        .await;
+        let a = &single["documents"][0];
+        let b = &out[i];
+        assert_eq!(spans(&a["entities"]), spans(&b["entities"]), "document {i}");
+        assert_eq!(a["topic"]["label"], b["topic"]["label"], "document {i}");
+        assert_eq!(
+            a["stance"][0]["label"], b["stance"][0]["label"],
+            "document {i}"
+        );
+    }
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("naba_batch_documents_bucket{model=\"ner\",le=\"4\"}"));
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_task_routes_and_models_by_name() {
+    let server = TestServer::start(config()).await;
+    let text = SENTENCES[6];
+    let (s, b) = post(&server, "/v1/topic", json!({"text": text})).await;
+    assert_eq!(s, 200, "{b}");
+    let d = &b["documents"][0];
+    assert!(d["topic"].is_object() && d.get("entities").is_none() && d.get("stance").is_none());
+    assert_eq!(b["models"], json!({"topic": "topic"}));
+
+    let (s, b) = post(
+        &server,
+        "/v1/topic",
+        json!({"text": text, "model": "topic-3"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let mut labels: Vec<&str> = b["documents"][0]["topic"]["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .filter_map(|l| l["label"].as_str())
+        .collect();
+    labels.sort();
+    assert_eq!(labels, vec!["agree", "disagree", "other"]);
+
+    let (s, b) = post(
+        &server,
+        "/v1/entities",
+        json!({"documents": [{"id": "x", "text": text}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    check_entities(text, &b["documents"][0]);
+    assert!(b["documents"][0].get("topic").is_none());
+
+    let (s, b) = post(&server, "/v1/stance", json!({"text": text})).await;
+    assert_error(s, &b, 422, "missing_target");
+    let (s, b) = post(
+        &server,
+        "/v1/stance",
+        json!({"documents": [{"text": text, "targets": ["واشنطن", "موسكو"]}], "options": {"top_k": 1}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let stance = b["documents"][0]["stance"].as_array().expect("stance");
+    assert_eq!(stance.len(), 2);
+    assert_eq!(stance[1]["target"], "موسكو");
+    assert_eq!(stance[0]["labels"].as_array().map(Vec::len), Some(1));
+
+    let (s, b) = post(&server, "/v1/topic", json!({"text": text, "model": "nope"})).await;
+    assert_error(s, &b, 422, "unknown_model");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("topic-3"));
+    let (s, b) = post(&server, "/v1/topic", json!({"text": text, "model": "ner"})).await;
+    assert_error(s, &b, 422, "wrong_model_task");
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": text, "tasks": ["topic"], "models": {"topic": "topic-3"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["models"], json!({"topic": "topic-3"}));
+    let (s, b) = post(
+        &server,
+        "/v1/topic",
+        json!({"text": text, "stance_targets": ["x"]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "invalid_request");
+    // The target leaves the 64-token window no room for the text.
+    let long_target = "موقف ".repeat(150);
+    let (s, b) = post(
+        &server,
+        "/v1/stance",
+        json!({"text": text, "stance_targets": [long_target]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "target_too_long");
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_health_ready_metrics_openapi_and_page() {
+    let server = TestServer::start(config()).await;
+    let c = client();
+    let models: Value = c
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    let list = models["models"].as_array().expect("list");
+    assert_eq!(list.len(), 4);
+    let ner = list.iter().find(|m| m["name"] == "ner").expect("ner");
+    assert_eq!(ner["task"], "entities");
+    assert_eq!(ner["status"], "ready");
+    assert_eq!(ner["default"], true);
+    assert_eq!(ner["labels"].as_array().map(Vec::len), Some(9));
+    assert_eq!(ner["window_tokens"], 64);
+    assert!(ner["base_encoder"]
+        .as_str()
+        .is_some_and(|b| b.contains("bert")));
+    let topic3 = list
+        .iter()
+        .find(|m| m["name"] == "topic-3")
+        .expect("topic-3");
+    assert_eq!(topic3["default"], false);
+
+    let health: Value = c
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "ok");
+    let ready = c.get(server.url("/ready")).send().await.expect("ready");
+    assert_eq!(ready.status(), 200);
+
+    let (s, _) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": SENTENCES[0], "stance_targets": ["x"]}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let metrics = c.get(server.url("/metrics")).send().await.expect("metrics");
+    assert!(metrics
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain")));
+    let metrics = metrics.text().await.expect("text");
+    for needle in [
+        "naba_http_requests_total{route=\"/v1/analyze\",method=\"POST\",status=\"200\"} 1",
+        "naba_http_request_duration_seconds_bucket{route=\"/v1/analyze\"",
+        "naba_batch_documents_count{model=\"stance\"} 1",
+        "naba_queue_depth{model=\"ner\"} 0",
+        "naba_tokens_processed_total{model=\"topic\"}",
+        "naba_model_ready{model=\"topic-3\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+
+    let doc: Value = c
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
+    for path in [
+        "/v1/analyze",
+        "/v1/topic",
+        "/v1/entities",
+        "/v1/stance",
+        "/v1/models",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} not documented");
+    }
+    for schema in [
+        "AnalyzeRequest",
+        "AnalyzeResponse",
+        "EntityOut",
+        "ErrorBody",
+        "ModelsResponse",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema} missing"
+        );
+    }
+
+    let page = c.get(server.url("/")).send().await.expect("page");
+    assert!(page
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html")));
+    let html = page.text().await.expect("html");
+    assert!(html.contains("dir=\"rtl\"") && html.contains("Array.from(text)"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_json_with_the_right_status() {
+    let mut c = config();
+    c.limits.max_body_bytes = 4_000;
+    c.limits.max_documents = 3;
+    c.limits.max_chars = 500;
+    let server = TestServer::start(c).await;
+    let http = client();
+
+    let r = http
+        .post(server.url("/v1/analyze"))
+        .header("content-type", "application/json")
+        .body("{\"text\": ")
+        .send()
+        .await
+        .expect("answer");
+    let s = r.status().as_u16();
+    assert_error(s, &r.json().await.expect("json"), 400, "malformed_json");
+
+    let r = http
+        .post(server.url("/v1/analyze"))
+        .header("content-type", "text/plain")
+        .body("{\"text\": \"x\"}")
+        .send()
+        .await
+        .expect("answer");
+    let s = r.status().as_u16();
+    assert_error(
+        s,
+        &r.json().await.expect("json"),
+        415,
+        "unsupported_media_type",
+    );
+
+    let r = http
+        .post(server.url("/v1/analyze"))
+        .json(&json!({"text": "س".repeat(3_000)}))
+        .send()
+        .await
+        .expect("answer");
+    let s = r.status().as_u16();
+    let b: Value = r.json().await.expect("json");
+    assert_error(s, &b, 413, "payload_too_large");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("4000"));
+
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"documents": [{"text": "a"}, {"text": "b"}, {"text": "c"}, {"text": "d"}]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "too_many_documents");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("limit of 3"));
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"documents": [{"id": "big", "text": "ب".repeat(501)}]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "text_too_long");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("limit of 500"));
+    let (s, b) = post(&server, "/v1/analyze", json!({"text": "  \n"})).await;
+    assert_error(s, &b, 422, "empty_text");
+    let (s, b) = post(&server, "/v1/analyze", json!({"txt": "x"})).await;
+    assert_error(s, &b, 422, "invalid_request");
+    let (s, b) = post(&server, "/v1/analyze", json!({"text": 5})).await;
+    assert_error(s, &b, 422, "invalid_request");
+    let (s, b) = post(&server, "/v1/analyze", json!({})).await;
+    assert_error(s, &b, 422, "invalid_request");
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": "x", "tasks": ["sentiment"]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "invalid_request");
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": "x", "options": {"top_k": 0}}),
+    )
+    .await;
+    assert_error(s, &b, 422, "invalid_option");
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": "x", "options": {"normalize": "vowels"}}),
+    )
+    .await;
+    assert_error(s, &b, 422, "invalid_option");
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": "x", "stance_targets": [" "]}),
+    )
+    .await;
+    assert_error(s, &b, 422, "empty_target");
+
+    let r = http
+        .get(server.url("/v2/nothing"))
+        .send()
+        .await
+        .expect("answer");
+    let s = r.status().as_u16();
+    assert_error(s, &r.json().await.expect("json"), 404, "not_found");
+    let r = http
+        .get(server.url("/v1/analyze"))
+        .send()
+        .await
+        .expect("answer");
+    let s = r.status().as_u16();
+    assert_error(s, &r.json().await.expect("json"), 405, "method_not_allowed");
+
+    // Still fine afterwards.
+    let (s, _) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": "ذهب الوزير إلى باريس"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_or_made() {
+    let server = TestServer::start(config()).await;
+    let http = client();
+    let r = http
+        .get(server.url("/health"))
+        .header("x-request-id", "my-trace-42")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.headers()["x-request-id"], "my-trace-42");
+    let a = http
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("answer");
+    let b = http
+        .get(server.url("/nowhere"))
+        .send()
+        .await
+        .expect("answer");
+    let (a, b) = (&a.headers()["x-request-id"], &b.headers()["x-request-id"]);
+    assert!(!a.is_empty() && a != b);
+    let r = http
+        .get(server.url("/health"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .expect("answer");
+    assert_ne!(r.headers()["x-request-id"], "bad id with spaces");
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_guards_v1_and_cors_answers_preflight() {
+    let mut c = config();
+    c.api_key = Some("s3cret-token".into());
+    c.cors_origins = vec!["https://tool.example".into()];
+    let server = TestServer::start(c).await;
+    let http = client();
+    let body = json!({"text": SENTENCES[1]});
+    let r = http
+        .post(server.url("/v1/analyze"))
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let b: Value = r.json().await.expect("json");
+    assert_eq!(b["error"]["code"], "unauthorized");
+    let r = http
+        .post(server.url("/v1/analyze"))
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(server.url("/v1/analyze"))
+        .bearer_auth("s3cret-token")
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 200);
+    for open in ["/health", "/ready", "/metrics", "/openapi.json", "/"] {
+        let r = http.get(server.url(open)).send().await.expect("answer");
+        assert_eq!(r.status(), 200, "{open} needs no key");
+    }
+
+    let r = http
+        .request(reqwest::Method::OPTIONS, server.url("/v1/analyze"))
+        .header("origin", "https://tool.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,authorization",
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://tool.example"
+    );
+    let r = http
+        .get(server.url("/health"))
+        .header("origin", "https://elsewhere.example")
+        .send()
+        .await
+        .expect("answer");
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_time_out_and_the_server_carries_on() {
+    let mut c = config();
+    c.request_timeout_secs = 0.02;
+    c.limits.max_chars = 50_000;
+    let server = TestServer::start(c).await;
+    let long = SENTENCES.concat().repeat(40);
+    let docs: Vec<Value> = (0..16).map(|i| json!({"id": i, "text": long})).collect();
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"documents": docs, "tasks": ["entities"]}),
+    )
+    .await;
+    assert_error(s, &b, 503, "timeout");
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": SENTENCES[0], "tasks": ["topic"]}),
+    )
+    .await;
+    // The queue may still be busy with the abandoned request's running batch; within a few
+    // tries a small request must get through.
+    let mut ok = s == 200;
+    for _ in 0..200 {
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (s, _) = post(
+            &server,
+            "/v1/analyze",
+            json!({"text": SENTENCES[0], "tasks": ["topic"]}),
+        )
+        .await;
+        ok = s == 200;
+    }
+    assert!(ok, "small requests succeed after a timeout: {b}");
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_answers_requests_in_flight() {
+    let server = TestServer::start(config()).await;
+    let long = SENTENCES.concat().repeat(40);
+    let mut inflight = Vec::new();
+    for i in 0..8 {
+        let url = server.url("/v1/analyze");
+        let body = json!({"documents": [{"id": i, "text": long}], "stance_targets": ["موسكو"]});
+        inflight.push(tokio::spawn(async move {
+            client()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // Wait until the server holds all eight (the /metrics request itself is the ninth).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let in_flight: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("naba_http_requests_in_flight "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if in_flight >= 9 || inflight.iter().any(|t| t.is_finished()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "requests never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let addr = server.addr;
+    server.stop().await.expect("clean stop");
+    for r in inflight {
+        let status = r
+            .await
+            .expect("task")
+            .expect("an accepted request is answered");
+        assert_eq!(status, 200);
+    }
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_one_model_does_only_its_task() {
+    let mut c = config();
+    c.models.retain(|m| m.name == "ner");
+    let server = TestServer::start(c).await;
+    let text = SENTENCES[2];
+    let (s, b) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": text, "stance_targets": ["x"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let d = &b["documents"][0];
+    assert!(d["entities"].is_array() && d.get("topic").is_none() && d.get("stance").is_none());
+    for (route, body) in [
+        ("/v1/analyze", json!({"text": text, "tasks": ["stance"]})),
+        (
+            "/v1/analyze",
+            json!({"text": text, "tasks": ["topic", "entities"]}),
+        ),
+        ("/v1/topic", json!({"text": text})),
+        ("/v1/stance", json!({"text": text, "stance_targets": ["x"]})),
+    ] {
+        let (s, b) = post(&server, route, body).await;
+        assert_error(s, &b, 422, "task_unavailable");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("entities"),
+            "{b}"
+        );
+    }
+    server.stop().await.expect("clean stop");
+}
