@@ -168,7 +168,7 @@ pub fn options(opts: &Options) -> Result<(Option<usize>, BatchKey), ApiError> {
             "options.top_k must be at least 1 (leave it out for all labels)",
         ));
     }
-    let aggregation = match opts.aggregation.unwrap_or(Aggregation::Simple) {
+    let aggregation = match opts.aggregation.unwrap_or(Aggregation::First) {
         Aggregation::None => AggregationStrategy::None,
         Aggregation::Simple => AggregationStrategy::Simple,
         Aggregation::First => AggregationStrategy::First,

@@ -77,7 +77,8 @@ impl std::fmt::Display for DocId {
 pub struct Options {
     /// Labels to return for topic and stance, best first (at least 1); default all.
     pub top_k: Option<usize>,
-    /// How NER sub-word predictions become entities; default `simple`.
+    /// How NER sub-word predictions become entities; default `first` (whole words, each
+    /// labelled by its first sub-word, as naba's models are trained).
     pub aggregation: Option<Aggregation>,
     /// Arabic normalisation before the model: `"all"`, `"none"` (default), a comma list, or a
     /// list of `diacritics`, `tatweel`, `alef`, `ya`, `ta-marbuta`, `digits`, `nfkc`. Entity

@@ -76,6 +76,10 @@ pub struct NerOptions {
     pub normalize: NormalizeOptions,
     /// Labels never reported (transformers' `ignore_labels`, default `["O"]`).
     pub ignore_labels: Vec<String>,
+    /// Trim white space and punctuation from the edges of entity spans. transformers keeps
+    /// them (a SentencePiece word piece starts at the space before it, and a word runs up to
+    /// the next space, so "بوتين،" keeps its comma); with `false` spans are exactly its spans.
+    pub trim: bool,
 }
 
 impl Default for NerOptions {
@@ -84,6 +88,7 @@ impl Default for NerOptions {
             aggregation: AggregationStrategy::Simple,
             normalize: NormalizeOptions::default(),
             ignore_labels: vec!["O".into()],
+            trim: true,
         }
     }
 }
@@ -271,7 +276,7 @@ impl Pipeline {
                     )?
                 };
                 Ok(NerOutput {
-                    entities: to_original(&prep.normalized, original, entities),
+                    entities: to_original(&prep.normalized, original, entities, opts.trim),
                     windows: prep.windows.len(),
                 })
             })
@@ -583,12 +588,25 @@ impl Pipeline {
 }
 
 /// Maps entities found in the normalised text back onto the text the caller sent.
-fn to_original(norm: &Normalized, original: &str, entities: Vec<Entity>) -> Vec<EntitySpan> {
+fn to_original(
+    norm: &Normalized,
+    original: &str,
+    entities: Vec<Entity>,
+    trim: bool,
+) -> Vec<EntitySpan> {
     let index = CharIndex::new(original);
+    let chars: Vec<char> = if trim {
+        original.chars().collect()
+    } else {
+        Vec::new()
+    };
     entities
         .into_iter()
         .map(|e| {
-            let (start, end) = norm.to_original_span(e.start, e.end);
+            let (mut start, mut end) = norm.to_original_span(e.start, e.end);
+            if trim {
+                (start, end) = trimmed(&chars, start, end);
+            }
             let text = index
                 .char_span_to_byte_span(start, end)
                 .ok()
@@ -606,6 +624,28 @@ fn to_original(norm: &Normalized, original: &str, entities: Vec<Entity>) -> Vec<
         .collect()
 }
 
+/// The span without white space or punctuation at its edges; unchanged if nothing would remain.
+fn trimmed(chars: &[char], start: usize, end: usize) -> (usize, usize) {
+    let edge = |c: char| c.is_whitespace() || is_punctuation(c);
+    let (mut s, mut e) = (start, end.min(chars.len()));
+    while s < e && edge(chars[s]) {
+        s += 1;
+    }
+    while e > s && edge(chars[e - 1]) {
+        e -= 1;
+    }
+    if s < e {
+        (s, e)
+    } else {
+        (start, end)
+    }
+}
+
+/// ASCII punctuation and the Arabic and typographic marks news text uses around names.
+fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation() || "،؛؟۔«»“”‘’„…–—·".contains(c)
+}
+
 fn clone_error(e: &TaskError) -> TaskError {
     match e {
         TaskError::EmptyText => TaskError::EmptyText,
@@ -615,5 +655,20 @@ fn clone_error(e: &TaskError) -> TaskError {
             limit: *limit,
         },
         other => TaskError::Tokenizer(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trimmed;
+
+    #[test]
+    fn trimming_drops_edge_space_and_punctuation_only() {
+        let chars: Vec<char> = " «فلاديمير بوتين»، قال".chars().collect();
+        let (s, e) = trimmed(&chars, 0, 18);
+        assert_eq!(chars[s..e].iter().collect::<String>(), "فلاديمير بوتين");
+        // Nothing but punctuation: the span is left as it was rather than emptied.
+        let (s, e) = trimmed(&chars, 17, 18);
+        assert_eq!((s, e), (17, 18));
     }
 }

@@ -177,6 +177,7 @@ fn token_model(name: &str) {
             let agg: AggregationStrategy = strategy.parse().unwrap();
             let opts = NerOptions {
                 aggregation: agg,
+                trim: false,
                 ..NerOptions::default()
             };
             let got = p.ner(&[text], &opts).pop().unwrap();

@@ -38,8 +38,9 @@ pub struct PredictArgs {
     /// Stance target for every input (a claim, topic or entity); JSONL inputs may carry their own `target`.
     #[arg(long)]
     pub target: Option<String>,
-    /// How NER sub-word predictions become entities (transformers' aggregation_strategy).
-    #[arg(long, default_value = "simple", value_parser = parse_aggregation)]
+    /// How NER sub-word predictions become entities (transformers' aggregation_strategy);
+    /// `first` gives whole words labelled by their first sub-word, as naba's models are trained.
+    #[arg(long, default_value = "first", value_parser = parse_aggregation)]
     pub aggregation: AggregationStrategy,
     /// Return only the best N labels (topic, stance); default all, best first.
     #[arg(long)]
@@ -69,6 +70,10 @@ pub struct PredictArgs {
     /// Longest text accepted, in characters.
     #[arg(long, default_value_t = 200_000)]
     pub max_chars: usize,
+    /// Keep entity spans exactly as transformers reports them, instead of trimming white space
+    /// and punctuation from their edges.
+    #[arg(long)]
+    pub no_trim: bool,
     /// Texts to label (otherwise --input or stdin).
     pub texts: Vec<String>,
 }
@@ -213,6 +218,7 @@ fn predict_chunk(
             let opts = NerOptions {
                 aggregation: args.aggregation,
                 normalize: args.normalize,
+                trim: !args.no_trim,
                 ..NerOptions::default()
             };
             pipeline
