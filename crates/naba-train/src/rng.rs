@@ -1,32 +1,35 @@
 //! A small seeded generator (SplitMix64) for shuffling, dropout masks and head initialisation,
 //! so that a seed fixes every random choice of a run, whatever candle's own generator does.
 
-/// SplitMix64 with a few conveniences.
+use naba_eval::SplitMix64;
+
+/// naba-eval's SplitMix64 with the conveniences training needs. `below` keeps its own
+/// (rejection-free) mapping: the committed models' dev splits and batch orders depend on it.
 #[derive(Debug, Clone)]
 pub struct Rng {
-    state: u64,
+    inner: SplitMix64,
 }
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed }
+        Self {
+            inner: SplitMix64::new(seed),
+        }
     }
 
     /// A generator for one purpose at one point of a run (`stream`, `index`), independent of
     /// how many numbers other purposes drew: what makes resume exact.
     pub fn derive(seed: u64, stream: u64, index: u64) -> Self {
-        let mut r = Self::new(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        r.state ^= index.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut r = Self::new(
+            seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
         r.next_u64();
         r
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.inner.next_u64()
     }
 
     pub fn next_u32(&mut self) -> u32 {
