@@ -51,6 +51,17 @@ fn copy_model(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// A copy of the XLM-R NER fixture with one `config.json` field changed.
+fn model_with_config(key: &str, value: serde_json::Value) -> tempfile::TempDir {
+    let dir = copy_model("xlmr-token-cls");
+    let cfg = dir.path().join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v[key] = value;
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    dir
+}
+
 fn ner_model() -> String {
     fixture("bert-token-cls").to_string_lossy().into_owned()
 }
@@ -162,12 +173,7 @@ fn truncated_safetensors() {
 
 #[test]
 fn config_that_does_not_match_the_weights() {
-    let dir = copy_model("xlmr-token-cls");
-    let cfg = dir.path().join("config.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    v["intermediate_size"] = 96.into();
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    let dir = model_with_config("intermediate_size", 96.into());
     let out = naba(
         &[
             "predict",
@@ -184,12 +190,7 @@ fn config_that_does_not_match_the_weights() {
 
 #[test]
 fn unknown_model_type() {
-    let dir = copy_model("xlmr-token-cls");
-    let cfg = dir.path().join("config.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    v["model_type"] = "gpt2".into();
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    let dir = model_with_config("model_type", "gpt2".into());
     let out = naba(
         &[
             "predict",
