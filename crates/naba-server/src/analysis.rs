@@ -7,8 +7,8 @@ use crate::config::{Limits, Task};
 use crate::error::ApiError;
 use crate::registry::{ModelHandle, Registry};
 use crate::schema::{
-    Aggregation, AnalyzeResponse, DocId, DocumentIn, DocumentResult, EntityOut, LabelOut,
-    ModelChoice, Normalize, Options, StanceResult, TopicResult,
+    Aggregation, AnalyzeResponse, DocId, DocumentIn, DocumentResult, EntityOut, EvidenceOut,
+    LabelOut, ModelChoice, Normalize, Options, StanceResult, TopicResult,
 };
 use naba_tasks::aggregate::AggregationStrategy;
 use naba_text::NormalizeOptions;
@@ -327,6 +327,18 @@ pub async fn execute(plan: Plan) -> Result<AnalyzeResponse, ApiError> {
                                 label: labels.first().map(|l| l.label.clone()).unwrap_or_default(),
                                 labels,
                                 windows: c.windows,
+                                evidence: c
+                                    .evidence
+                                    .into_iter()
+                                    .map(|e| EvidenceOut {
+                                        start: e.start,
+                                        end: e.end,
+                                        text: e.text,
+                                        label: e.label,
+                                        score: e.score,
+                                        weight: e.weight,
+                                    })
+                                    .collect(),
                             });
                         }
                     }

@@ -431,6 +431,7 @@ mod tests {
                             score: 1.0,
                         }],
                         windows: 1,
+                        evidence: Vec::new(),
                     }))
                 })
                 .collect()

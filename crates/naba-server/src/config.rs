@@ -78,6 +78,10 @@ pub struct ModelEntry {
     /// Tokens shared by consecutive windows of a long text (default: a quarter of the window).
     #[serde(default)]
     pub stride: Option<usize>,
+    /// Tokens per window (default: the window the model was trained with, else the encoder's
+    /// full length).
+    #[serde(default)]
+    pub window: Option<usize>,
 }
 
 /// Per-request refusals (HTTP 413 and 422).
@@ -352,6 +356,7 @@ pub fn parse_model_flag(task: Task, value: &str) -> Result<ModelEntry> {
         revision: None,
         default: false,
         stride: None,
+        window: None,
     })
 }
 
@@ -414,6 +419,7 @@ pub fn discover(roots: &[PathBuf]) -> Vec<ModelEntry> {
                 revision: None,
                 default,
                 stride: None,
+                window: None,
             });
         }
     }

@@ -88,6 +88,7 @@ impl Registry {
             };
             let pipe_opts = PipelineOptions {
                 stride: entry.stride,
+                window: entry.window,
                 batch_size: config.batching.windows_per_forward,
                 max_chars: config.limits.max_chars,
             };

@@ -156,6 +156,23 @@ pub struct StanceResult {
     pub label: String,
     pub labels: Vec<LabelOut>,
     pub windows: usize,
+    /// The passages the decision rests on, heaviest first: the whole text when it fits one
+    /// window, else the sentences most likely to take a side toward the target.
+    pub evidence: Vec<EvidenceOut>,
+}
+
+/// A passage of the document; `start`/`end` are Unicode character offsets into the text sent
+/// and `text` is exactly that slice.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EvidenceOut {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    /// The passage's own best label and its score.
+    pub label: String,
+    pub score: f32,
+    /// Its share of the decision.
+    pub weight: f32,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

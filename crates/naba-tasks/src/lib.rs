@@ -10,8 +10,8 @@ pub use aggregate::{
     Entity, ParseAggregationStrategyError, TokenScores, DEFAULT_IGNORE_LABELS,
 };
 pub use pipeline::{
-    ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, NerOptions, NerOutput, Pipeline,
-    PipelineOptions, TaskError,
+    ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, Evidence, NerOptions, NerOutput,
+    Pipeline, PipelineOptions, TaskError,
 };
 pub use scores::{
     numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,

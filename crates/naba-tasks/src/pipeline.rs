@@ -57,6 +57,9 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Longest text accepted, in characters.
     pub max_chars: usize,
+    /// Tokens per window, special tokens included. `None`: the window the model was trained
+    /// with (`naba.window` in its config.json), else the encoder's full length.
+    pub window: Option<usize>,
 }
 
 impl Default for PipelineOptions {
@@ -65,6 +68,7 @@ impl Default for PipelineOptions {
             stride: None,
             batch_size: 16,
             max_chars: 200_000,
+            window: None,
         }
     }
 }
@@ -127,6 +131,27 @@ pub struct EntitySpan {
 pub struct ClassifyOutput {
     pub labels: Vec<LabelScore>,
     pub windows: usize,
+    /// Stance only: the passages that carried the decision, heaviest first. A text that fits
+    /// one window is one passage; a longer one is read sentence by sentence and the sentences
+    /// that take a stance toward the target decide.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+}
+
+/// A passage of the text a stance decision rests on. `start`/`end` are character offsets into
+/// the text sent and `text` is exactly that slice.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Evidence {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+    /// The passage's own best label and its score.
+    pub label: String,
+    pub score: f32,
+    /// The passage's share of the decision. The weights of all evidence sum to 1, except when
+    /// no sentence of a long text takes a side: then every sentence had an equal share and
+    /// only the three closest to taking one are shown.
+    pub weight: f32,
 }
 
 /// One input to classify: a text, and for stance the target it is read against.
@@ -164,7 +189,13 @@ struct Prepared {
 
 impl Pipeline {
     pub fn new(model: Model, opts: &PipelineOptions) -> Result<Self, TaskError> {
-        let window = model.config.max_tokens();
+        let longest = model.config.max_tokens();
+        let window = opts.window.or(model.config.naba.window).unwrap_or(longest);
+        if window > longest {
+            return Err(TaskError::Tokenizer(format!(
+                "a window of {window} tokens is longer than the {longest} the encoder takes"
+            )));
+        }
         let specials = model
             .tokenizer
             .get_post_processor()
@@ -297,36 +328,83 @@ impl Pipeline {
                 .collect();
         }
         let function = opts.function.unwrap_or_else(|| self.score_function());
-        let prepared: Vec<Result<Prepared, TaskError>> = inputs
-            .iter()
-            .map(|i| self.prepare(i.text, i.target, &opts.normalize))
-            .collect();
-        let logits = self.run_windows(&prepared);
         let labels = &self.model.config.labels;
-        prepared
-            .into_iter()
+        // Stance on a text longer than one window is read sentence by sentence (see
+        // `stance_by_sentences`); everything else is read whole, window by window.
+        let mut prepared: Vec<Result<Prepared, TaskError>> = Vec::with_capacity(inputs.len());
+        let mut by_sentences: Vec<Option<Vec<Unit>>> = vec![None; inputs.len()];
+        for (d, input) in inputs.iter().enumerate() {
+            let prep = self.prepare(input.text, input.target, &opts.normalize);
+            let long = input.target.is_some() && prep.as_ref().is_ok_and(|p| p.windows.len() > 1);
+            if long {
+                by_sentences[d] = Some(sentence_units(input.text));
+                prepared.push(Err(TaskError::EmptyText));
+            } else {
+                prepared.push(prep);
+            }
+        }
+        let doc_count = prepared.len();
+        for (d, units) in by_sentences.iter().enumerate() {
+            for u in units.iter().flatten() {
+                prepared.push(self.prepare(
+                    &inputs[d].text[u.bytes.clone()],
+                    inputs[d].target,
+                    &opts.normalize,
+                ));
+            }
+        }
+        let mut logits = self.run_windows(&prepared).into_iter();
+        let mut prepared = prepared.into_iter();
+        let mut probs: Vec<Result<(Vec<f32>, usize), TaskError>> = Vec::new();
+        for _ in 0..doc_count {
+            let (prep, logit) = (prepared.next(), logits.next());
+            probs.push(match (prep, logit) {
+                (Some(p), Some(l)) => combine_windows(p, l, function, labels.len()),
+                _ => Err(TaskError::EmptyText),
+            });
+        }
+        let mut unit_probs = prepared
             .zip(logits)
-            .map(|(prep, logits)| {
-                let prep = prep?;
-                let logits = logits?;
-                let total: usize = prep.text_tokens.iter().sum::<usize>().max(1);
-                let mut combined = vec![0f32; labels.len()];
-                for (w, n) in logits.iter().zip(&prep.text_tokens) {
-                    let weight = if prep.windows.len() == 1 {
-                        1.0
-                    } else {
-                        *n as f32 / total as f32
+            .map(|(p, l)| combine_windows(p, l, function, labels.len()));
+        let neither = neither_label(labels);
+        let mut out = Vec::with_capacity(doc_count);
+        for (d, doc) in probs.into_iter().enumerate() {
+            let input = &inputs[d];
+            let result = match by_sentences[d].take() {
+                None => doc.and_then(|(p, windows)| {
+                    let labels_out = top_k(labels, &p, opts.top_k)?;
+                    let evidence = match input.target {
+                        Some(_) => whole_text_evidence(input.text, labels, &p),
+                        None => Vec::new(),
                     };
-                    for (c, s) in combined.iter_mut().zip(function.apply(w)) {
-                        *c += weight * s;
-                    }
+                    Ok(ClassifyOutput {
+                        labels: labels_out,
+                        windows,
+                        evidence,
+                    })
+                }),
+                Some(units) => {
+                    let scored: Result<Vec<(Unit, Vec<f32>, usize)>, TaskError> = units
+                        .into_iter()
+                        .map(|u| {
+                            let (p, w) = unit_probs.next().unwrap_or(Err(TaskError::EmptyText))?;
+                            Ok((u, p, w))
+                        })
+                        .collect();
+                    scored.and_then(|scored| {
+                        let (p, windows, evidence) =
+                            stance_by_sentences(input.text, &scored, labels, neither);
+                        Ok(ClassifyOutput {
+                            labels: top_k(labels, &p, opts.top_k)?,
+                            windows,
+                            evidence,
+                        })
+                    })
                 }
-                Ok(ClassifyOutput {
-                    labels: top_k(labels, &combined, opts.top_k)?,
-                    windows: prep.windows.len(),
-                })
-            })
-            .collect()
+            };
+            out.push(result);
+        }
+        out
     }
 
     /// Raw logits of each window of one text, for parity checks and diagnostics.
@@ -671,4 +749,171 @@ mod tests {
         let (s, e) = trimmed(&chars, 17, 18);
         assert_eq!((s, e), (17, 18));
     }
+}
+
+/// A passage of a long text read on its own for stance: whole sentences, at least
+/// [`MIN_UNIT_WORDS`] words unless the text ends first.
+#[derive(Debug, Clone)]
+struct Unit {
+    chars: std::ops::Range<usize>,
+    bytes: std::ops::Range<usize>,
+}
+
+/// Sentences shorter than this are joined to the next one: a heading or a dateline alone says
+/// little about a stance.
+const MIN_UNIT_WORDS: usize = 8;
+/// A sentence whose probability of taking a side (1 - P(neither)) is below this does not vote.
+const MIN_RELEVANCE: f32 = 0.5;
+/// At most this many sentences decide, the most stance-bearing first.
+const MAX_EVIDENCE: usize = 5;
+
+fn sentence_units(text: &str) -> Vec<Unit> {
+    let index = CharIndex::new(text);
+    let byte = |c: usize| index.char_to_byte(c).unwrap_or(text.len());
+    let mut units = Vec::new();
+    let mut open: Option<(usize, usize, usize)> = None; // (start char, end char, words)
+    for (s, e) in naba_text::split_sentences(text) {
+        let words = text[byte(s)..byte(e)].split_whitespace().count();
+        let (start, _, w) = open.unwrap_or((s, e, 0));
+        open = Some((start, e, w + words));
+        if w + words >= MIN_UNIT_WORDS {
+            units.push(Unit {
+                chars: start..e,
+                bytes: byte(start)..byte(e),
+            });
+            open = None;
+        }
+    }
+    if let Some((start, e, _)) = open {
+        match units.last_mut() {
+            // A short tail joins the sentence before it.
+            Some(last) => {
+                last.chars.end = e;
+                last.bytes.end = byte(e);
+            }
+            None => units.push(Unit {
+                chars: start..e,
+                bytes: byte(start)..byte(e),
+            }),
+        }
+    }
+    units
+}
+
+/// The label meaning "no stance" (ANS `other`, Mawqif `None`), found by name.
+fn neither_label(labels: &[String]) -> Option<usize> {
+    labels.iter().position(|l| {
+        matches!(
+            l.to_lowercase().as_str(),
+            "other" | "none" | "neither" | "neutral" | "unrelated"
+        )
+    })
+}
+
+/// Averages a text's window scores, each weighted by its share of the text's tokens.
+fn combine_windows(
+    prep: Result<Prepared, TaskError>,
+    logits: Result<Vec<Vec<f32>>, TaskError>,
+    function: ScoreFunction,
+    n_labels: usize,
+) -> Result<(Vec<f32>, usize), TaskError> {
+    let prep = prep?;
+    let logits = logits?;
+    let total: usize = prep.text_tokens.iter().sum::<usize>().max(1);
+    let mut combined = vec![0f32; n_labels];
+    for (w, n) in logits.iter().zip(&prep.text_tokens) {
+        let weight = if prep.windows.len() == 1 {
+            1.0
+        } else {
+            *n as f32 / total as f32
+        };
+        for (c, s) in combined.iter_mut().zip(function.apply(w)) {
+            *c += weight * s;
+        }
+    }
+    Ok((combined, prep.windows.len()))
+}
+
+fn best(labels: &[String], p: &[f32]) -> (String, f32) {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, s)| (labels[i].clone(), *s))
+        .unwrap_or_default()
+}
+
+/// A text read in one window is its own evidence: the whole of it (edge spaces left out).
+fn whole_text_evidence(text: &str, labels: &[String], p: &[f32]) -> Vec<Evidence> {
+    let lead = text.len() - text.trim_start().len();
+    let trimmed = text.trim();
+    let start = text[..lead].chars().count();
+    let (label, score) = best(labels, p);
+    vec![Evidence {
+        start,
+        end: start + trimmed.chars().count(),
+        text: trimmed.to_string(),
+        label,
+        score,
+        weight: 1.0,
+    }]
+}
+
+/// Stance of a long text from its sentences: each passage is read with the target, the ones
+/// most likely to take a side (at most [`MAX_EVIDENCE`], each at least [`MIN_RELEVANCE`]) vote
+/// with their probabilities weighted by that likelihood, and they are the evidence. When no
+/// passage takes a side, all passages vote equally (which favours "neither") and the few
+/// closest to taking one are shown. Returns the scores, the windows read and the evidence.
+fn stance_by_sentences(
+    text: &str,
+    scored: &[(Unit, Vec<f32>, usize)],
+    labels: &[String],
+    neither: Option<usize>,
+) -> (Vec<f32>, usize, Vec<Evidence>) {
+    let windows = scored.iter().map(|(_, _, w)| w).sum();
+    let relevance = |p: &[f32]| match neither {
+        Some(n) => 1.0 - p[n],
+        None => p.iter().copied().fold(0.0, f32::max),
+    };
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    order.sort_by(|&a, &b| relevance(&scored[b].1).total_cmp(&relevance(&scored[a].1)));
+    let mut voters: Vec<(usize, f32)> = order
+        .iter()
+        .map(|&i| (i, relevance(&scored[i].1)))
+        .filter(|(_, r)| *r >= MIN_RELEVANCE)
+        .take(MAX_EVIDENCE)
+        .collect();
+    let mut combined = vec![0f32; labels.len()];
+    if voters.is_empty() {
+        let share = 1.0 / scored.len().max(1) as f32;
+        for (_, p, _) in scored {
+            for (c, s) in combined.iter_mut().zip(p) {
+                *c += share * s;
+            }
+        }
+        voters = order.iter().take(3).map(|&i| (i, share)).collect();
+    } else {
+        let total: f32 = voters.iter().map(|(_, r)| r).sum();
+        for (i, r) in voters.iter_mut() {
+            *r /= total;
+            for (c, s) in combined.iter_mut().zip(&scored[*i].1) {
+                *c += *r * s;
+            }
+        }
+    }
+    let evidence = voters
+        .into_iter()
+        .map(|(i, weight)| {
+            let (unit, p, _) = &scored[i];
+            let (label, score) = best(labels, p);
+            Evidence {
+                start: unit.chars.start,
+                end: unit.chars.end,
+                text: text[unit.bytes.clone()].to_string(),
+                label,
+                score,
+                weight,
+            }
+        })
+        .collect();
+    (combined, windows, evidence)
 }

@@ -10,7 +10,7 @@ use crate::recipe::{Recipe, Task};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use naba_eval::{ClassificationCorpus, ColumnOptions, ConllOptions, NerSentence};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
@@ -256,29 +256,13 @@ pub fn encode_words(
 /// CSV/TSV/JSONL file read with naba-eval.
 pub fn classification_split(
     path: &Path,
+    filter: &BTreeMap<String, String>,
     recipe: &Recipe,
     tok: &Tokenizer,
     indices: Option<&[usize]>,
 ) -> Result<Split> {
     let d = &recipe.data;
-    let text = d
-        .text_column
-        .clone()
-        .context("classification recipes need data.text_column")?;
-    let label = d
-        .label_column
-        .clone()
-        .context("classification recipes need data.label_column")?;
-    let mut opts = ColumnOptions::new(text, label);
-    if recipe.task == Task::PairClassification {
-        opts.target = Some(
-            d.target_column
-                .clone()
-                .context("pair classification needs data.target_column")?,
-        );
-    }
-    let corpus = ClassificationCorpus::read(path, None, &opts)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let corpus = read_classification(path, filter, recipe)?;
     let label_id: HashMap<&str, i64> = d
         .labels
         .iter()
@@ -336,16 +320,51 @@ pub fn classification_split(
     Ok(split)
 }
 
-/// Number of rows a classification file holds (for carving dev by index).
-pub fn classification_len(path: &Path, recipe: &Recipe) -> Result<usize> {
+/// Number of rows a classification file holds after `filter` (for carving dev by index).
+pub fn classification_len(
+    path: &Path,
+    filter: &BTreeMap<String, String>,
+    recipe: &Recipe,
+) -> Result<usize> {
+    Ok(read_classification(path, filter, recipe)?.examples.len())
+}
+
+/// Reads a classification file with the recipe's columns. Rows the reader skips (empty
+/// text or label) are left out of training, as they are of scoring.
+fn read_classification(
+    path: &Path,
+    filter: &BTreeMap<String, String>,
+    recipe: &Recipe,
+) -> Result<ClassificationCorpus> {
     let d = &recipe.data;
-    let mut opts = ColumnOptions::new(
-        d.text_column.clone().unwrap_or_default(),
-        d.label_column.clone().unwrap_or_default(),
-    );
-    opts.target = d.target_column.clone();
-    Ok(ClassificationCorpus::read(path, None, &opts)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .examples
-        .len())
+    let text = d
+        .text_column
+        .clone()
+        .context("classification recipes need data.text_column")?;
+    let label = d
+        .label_column
+        .clone()
+        .context("classification recipes need data.label_column")?;
+    let mut opts = ColumnOptions::new(text, label);
+    opts.text_fallback = d.text_fallback.clone();
+    opts.filter = filter.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if recipe.task == Task::PairClassification {
+        opts.target = Some(
+            d.target_column
+                .clone()
+                .context("pair classification needs data.target_column")?,
+        );
+    }
+    let corpus = ClassificationCorpus::read(path, None, &opts)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if corpus.examples.is_empty() {
+        bail!(
+            "{} holds no usable rows for columns {:?}/{:?} with filter {:?}",
+            path.display(),
+            d.text_column,
+            d.label_column,
+            filter
+        );
+    }
+    Ok(corpus)
 }

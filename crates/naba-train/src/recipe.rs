@@ -75,6 +75,17 @@ pub struct DataSpec {
     /// Text column (classification).
     #[serde(default)]
     pub text_column: Option<String>,
+    /// Column read when the text column is empty (the ANT corpus' `title`).
+    #[serde(default)]
+    pub text_fallback: Option<String>,
+    /// Rows kept from the train file, by column value (`{ split = "train" }`): one file can
+    /// hold every split, as the ANT corpus does. Likewise `dev_filter` and `test_filter`.
+    #[serde(default)]
+    pub train_filter: BTreeMap<String, String>,
+    #[serde(default)]
+    pub dev_filter: BTreeMap<String, String>,
+    #[serde(default)]
+    pub test_filter: BTreeMap<String, String>,
     /// Target column (pair classification; the target goes first).
     #[serde(default)]
     pub target_column: Option<String>,

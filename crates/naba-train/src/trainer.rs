@@ -212,7 +212,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         tensors: Vec::new(),
         dtype: recipe.model.parts_dtype.clone(),
     };
-    let config_json = checkpoint::hf_config(
+    let mut config_json = checkpoint::hf_config(
         &net.config,
         head_type,
         &labels,
@@ -220,6 +220,11 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         &format!("{} (naba-train, base {})", recipe.name, base.name),
         recipe.model.dropout,
     );
+    // A sequence head learns from the first `max_len` tokens of each text; serving then reads
+    // long texts in windows of that size, so every window looks like what training saw.
+    if head_type == HeadType::Sequence {
+        config_json["naba"]["window"] = serde_json::json!(max_len);
+    }
     let mut stop = Stop::Completed;
     let session_start = Instant::now();
     let train_seconds_before = meta.train_seconds;
@@ -504,20 +509,23 @@ fn load_splits(
             r.data.max_length = max_len;
             let (mut train_idx, dev) = match &d.dev {
                 Some(dev) => (
-                    (0..data::classification_len(&d.train, &r)?).collect::<Vec<_>>(),
-                    data::classification_split(dev, &r, tok, None)?,
+                    (0..data::classification_len(&d.train, &d.train_filter, &r)?)
+                        .collect::<Vec<_>>(),
+                    data::classification_split(dev, &d.dev_filter, &r, tok, None)?,
                 ),
                 None => {
-                    let n = data::classification_len(&d.train, &r)?;
+                    let n = data::classification_len(&d.train, &d.train_filter, &r)?;
                     let (t, dv) = data::carve_dev(n, d.dev_fraction, recipe.seed);
-                    (t, data::classification_split(&d.train, &r, tok, Some(&dv))?)
+                    let dev =
+                        data::classification_split(&d.train, &d.train_filter, &r, tok, Some(&dv))?;
+                    (t, dev)
                 }
             };
             if let Some(n) = d.limit_train {
                 train_idx.truncate(n);
             }
             Ok((
-                data::classification_split(&d.train, &r, tok, Some(&train_idx))?,
+                data::classification_split(&d.train, &d.train_filter, &r, tok, Some(&train_idx))?,
                 dev,
             ))
         }
@@ -542,7 +550,7 @@ fn load_eval_split(
         _ => {
             let mut r = recipe.clone();
             r.data.max_length = max_len;
-            data::classification_split(path, &r, tok, None)
+            data::classification_split(path, &d.test_filter, &r, tok, None)
         }
     }
 }

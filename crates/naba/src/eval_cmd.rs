@@ -129,6 +129,10 @@ struct RunArgs {
     /// Documents per model call.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Tokens per window, special tokens included (default: the window the model was trained
+    /// with, else the encoder's full length).
+    #[arg(long)]
+    window: Option<usize>,
 }
 
 fn parse_filter(s: &str) -> Result<(String, String), String> {
@@ -258,6 +262,7 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
         model,
         &PipelineOptions {
             batch_size: run.batch_size,
+            window: run.window,
             ..PipelineOptions::default()
         },
     )?)

@@ -64,6 +64,10 @@ pub struct PredictArgs {
     /// Tokens shared by consecutive windows of a long text (default: a quarter of the window).
     #[arg(long)]
     pub stride: Option<usize>,
+    /// Tokens per window, special tokens included (default: the window the model was trained
+    /// with, else the encoder's full length).
+    #[arg(long)]
+    pub window: Option<usize>,
     /// Windows per model call.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -123,6 +127,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
             stride: args.stride,
             batch_size: args.batch_size,
             max_chars: args.max_chars,
+            window: args.window,
         },
     )?;
     let stdout = std::io::stdout();
@@ -259,6 +264,7 @@ fn predict_chunk(
                     let mut v = json!({"id": d.id, "labels": r.labels, "windows": r.windows});
                     if let Some(t) = i.target {
                         v["target"] = json!(t);
+                        v["evidence"] = json!(r.evidence);
                     }
                     Ok(v)
                 })
