@@ -237,6 +237,22 @@ async fn single_task_routes_and_models_by_name() {
     assert_eq!(stance.len(), 2);
     assert_eq!(stance[1]["target"], "موسكو");
     assert_eq!(stance[0]["labels"].as_array().map(Vec::len), Some(1));
+    check_evidence(text, &stance[0]);
+
+    // An article longer than the model's window: the sentences that carried the decision.
+    let article: String = (0..12)
+        .map(|i| format!("الجملة رقم {i} تقول إن المفاوضات بين واشنطن وموسكو ستستأنف قريبا جدا. "))
+        .collect();
+    let (s, b) = post(
+        &server,
+        "/v1/stance",
+        json!({"text": article, "stance_targets": ["المفاوضات ستستأنف"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let st = &b["documents"][0]["stance"][0];
+    assert!(st["windows"].as_u64().unwrap_or(0) > 1, "{st}");
+    check_evidence(&article, st);
 
     let (s, b) = post(&server, "/v1/topic", json!({"text": text, "model": "nope"})).await;
     assert_error(s, &b, 422, "unknown_model");
@@ -753,4 +769,23 @@ async fn a_server_with_one_model_does_only_its_task() {
         );
     }
     server.stop().await.expect("clean stop");
+}
+
+/// Every evidence passage is the slice of the text its character offsets name, and the first
+/// one weighs the most.
+fn check_evidence(text: &str, stance: &Value) {
+    let evidence = stance["evidence"].as_array().expect("evidence");
+    assert!(!evidence.is_empty(), "{stance}");
+    let mut last = f64::INFINITY;
+    for e in evidence {
+        let (start, end) = (
+            e["start"].as_u64().expect("start") as usize,
+            e["end"].as_u64().expect("end") as usize,
+        );
+        let slice: String = text.chars().skip(start).take(end - start).collect();
+        assert_eq!(e["text"].as_str(), Some(slice.as_str()), "{e}");
+        let w = e["weight"].as_f64().expect("weight");
+        assert!(w <= last + 1e-6 && w > 0.0, "{stance}");
+        last = w;
+    }
 }

@@ -111,6 +111,7 @@ pub fn assemble_default_models(
                 m.name,
                 m.path.display()
             ));
+            copy_cards(&m.parts, &m.path)?;
             continue;
         }
         log(&format!("assembling {} into {}", m.name, m.path.display()));
@@ -119,7 +120,27 @@ pub fn assemble_default_models(
         if let Some(d) = parts_digest(&m.parts) {
             checkpoint::write_atomic(&m.path.join(STAMP), d.as_bytes())?;
         }
+        copy_cards(&m.parts, &m.path)?;
         m.installed = true;
     }
     Ok(models)
+}
+
+/// The model card (`README.md`) and `model_card.json` (task, and `"default": true` for the
+/// model a server answers a task with when none is named) go with the assembled model, and
+/// are refreshed on every run since they change without the parts changing.
+fn copy_cards(parts: &Path, dir: &Path) -> Result<()> {
+    for f in ["README.md", "model_card.json"] {
+        let src = parts.join(f);
+        let dst = dir.join(f);
+        if src.is_file() {
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+            checkpoint::write_atomic(&dst, &bytes)?;
+        } else if dst.is_file() {
+            std::fs::remove_file(&dst)
+                .with_context(|| format!("cannot remove {}", dst.display()))?;
+        }
+    }
+    Ok(())
 }

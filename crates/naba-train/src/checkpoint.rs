@@ -31,8 +31,73 @@ pub struct PartsManifest {
     pub task: String,
     /// Tensors in `parts.safetensors`; every other tensor comes from the base.
     pub tensors: Vec<String>,
-    /// Storage type of the parts (`f16`, `bf16`, `f32`).
+    /// Storage type of the parts (`f16`, `bf16`, `f32`, or `q8`: see [`quantize_q8`]).
     pub dtype: String,
+}
+
+/// Name suffix of the per-row scales that go with a `q8` matrix.
+pub const Q8_SCALE_SUFFIX: &str = ".q8_scale";
+
+/// `q8` storage of a trained matrix: each row scaled by its largest magnitude to integers in
+/// [-127, 127], stored as `u8` (value + 128) with the row scales in f32 beside it under
+/// `<name>.q8_scale`. Half the size of f16 (a 6-layer E5-small part is 10.6 MB instead of
+/// 21 MB) at a relative error of at most 1/254 of each row's largest weight, which keeps the
+/// committed models inside their 60 MB budget. Vectors (biases, layer norms) stay f16.
+pub fn quantize_q8(name: &str, t: &Tensor) -> Result<Vec<(String, Tensor)>> {
+    if t.rank() != 2 {
+        return Ok(vec![(name.to_string(), t.to_dtype(DType::F16)?)]);
+    }
+    let (rows, cols) = t.dims2()?;
+    let w: Vec<Vec<f32>> = t.to_dtype(DType::F32)?.to_vec2()?;
+    let mut q = Vec::with_capacity(rows * cols);
+    let mut scales = Vec::with_capacity(rows);
+    for row in &w {
+        let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales.push(scale);
+        q.extend(
+            row.iter()
+                .map(|x| ((x / scale).round().clamp(-127.0, 127.0) as i32 + 128) as u8),
+        );
+    }
+    Ok(vec![
+        (
+            name.to_string(),
+            Tensor::from_vec(q, (rows, cols), &Device::Cpu)?,
+        ),
+        (
+            format!("{name}{Q8_SCALE_SUFFIX}"),
+            Tensor::from_vec(scales, rows, &Device::Cpu)?,
+        ),
+    ])
+}
+
+/// Reads a parts file into f32 tensors by name, undoing `q8` storage.
+pub fn load_parts(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let (mut raw, _) = load_tensors(path)?;
+    let mut out = HashMap::new();
+    let names: Vec<String> = raw.keys().cloned().collect();
+    for name in names {
+        if name.ends_with(Q8_SCALE_SUFFIX) {
+            continue;
+        }
+        let Some(t) = raw.remove(&name) else { continue };
+        let t = match raw.get(&format!("{name}{Q8_SCALE_SUFFIX}")) {
+            Some(scale) => {
+                if t.dtype() != DType::U8 || t.rank() != 2 {
+                    bail!(
+                        "{}: `{name}` has q8 scales but is not a u8 matrix",
+                        path.display()
+                    );
+                }
+                let centered = (t.to_dtype(DType::F32)? - 128.0)?;
+                centered.broadcast_mul(&scale.to_dtype(DType::F32)?.unsqueeze(1)?)?
+            }
+            None => t.to_dtype(DType::F32)?,
+        };
+        out.insert(name, t);
+    }
+    Ok(out)
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
@@ -157,6 +222,7 @@ fn parse_dtype(s: &str) -> Result<DType> {
         "f16" => DType::F16,
         "bf16" => DType::BF16,
         "f32" => DType::F32,
+        "q8" => DType::U8,
         other => bail!("unknown parts dtype `{other}`"),
     })
 }
@@ -236,13 +302,17 @@ pub fn write_parts(
         std::fs::remove_dir_all(&tmp).ok();
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let tensors: Vec<(String, Tensor)> = net
-        .trainable()
-        .map(|p| Ok((p.name.clone(), p.tensor.to_dtype(dtype)?)))
-        .collect::<Result<_>>()?;
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for p in net.trainable() {
+        if dtype == DType::U8 {
+            tensors.extend(quantize_q8(&p.name, &p.tensor)?);
+        } else {
+            tensors.push((p.name.clone(), p.tensor.to_dtype(dtype)?));
+        }
+    }
     save_tensors(&tmp.join(PARTS_FILE), &tensors, None)?;
     let mut m = manifest.clone();
-    m.tensors = tensors.iter().map(|(n, _)| n.clone()).collect();
+    m.tensors = net.trainable().map(|p| p.name.clone()).collect();
     write_atomic(
         &tmp.join(PARTS_MANIFEST),
         serde_json::to_string_pretty(&m)?.as_bytes(),
@@ -365,7 +435,7 @@ pub fn assemble(parts_dir: &Path, out: &Path) -> Result<usize> {
             None => bail!("the base in {} lacks {f}", base.dir.display()),
         }
     }
-    let (parts, _) = load_tensors(&parts_dir.join(PARTS_FILE))?;
+    let parts = load_parts(&parts_dir.join(PARTS_FILE))?;
     let out_prefix = match base.config.architecture {
         Architecture::Bert => "bert.",
         Architecture::XlmRoberta => "roberta.",
@@ -430,4 +500,41 @@ pub fn assemble(parts_dir: &Path, out: &Path) -> Result<usize> {
     let n = tensors.len();
     replace_dir(&tmp, out)?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_parts_round_trip_within_half_a_step_per_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let w: Vec<f32> = (0..6 * 40)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * if i < 40 { 1e-3 } else { 0.02 })
+            .collect();
+        let mat = Tensor::from_vec(w.clone(), (6, 40), &Device::Cpu).unwrap();
+        let zero = Tensor::zeros((2, 40), DType::F32, &Device::Cpu).unwrap();
+        let bias = Tensor::from_vec(vec![0.5f32, -0.25, 0.125], 3, &Device::Cpu).unwrap();
+        let mut stored = quantize_q8("m.weight", &mat).unwrap();
+        stored.extend(quantize_q8("z.weight", &zero).unwrap());
+        stored.extend(quantize_q8("m.bias", &bias).unwrap());
+        assert_eq!(stored.len(), 5, "two matrices with scales, one vector");
+        assert_eq!(stored[0].1.dtype(), DType::U8);
+        let path = dir.path().join(PARTS_FILE);
+        save_tensors(&path, &stored, None).unwrap();
+        let back = load_parts(&path).unwrap();
+        assert_eq!(back.len(), 3, "scales are not parts of their own");
+        let got: Vec<Vec<f32>> = back["m.weight"].to_vec2().unwrap();
+        for (r, row) in got.iter().enumerate() {
+            let orig = &w[r * 40..(r + 1) * 40];
+            let max = orig.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (g, o) in row.iter().zip(orig) {
+                assert!((g - o).abs() <= max / 254.0 + 1e-7, "row {r}: {g} vs {o}");
+            }
+        }
+        let z: Vec<Vec<f32>> = back["z.weight"].to_vec2().unwrap();
+        assert!(z.iter().flatten().all(|x| *x == 0.0));
+        let b: Vec<f32> = back["m.bias"].to_vec1().unwrap();
+        assert_eq!(b, vec![0.5, -0.25, 0.125]);
+    }
 }

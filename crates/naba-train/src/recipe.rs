@@ -134,7 +134,8 @@ pub struct ModelSpec {
     /// right entity. Off: the bare piece is ignored and the next piece is the first sub-word.
     #[serde(default)]
     pub label_lone_space: bool,
-    /// Storage type of the committed parts: `f16`, `bf16` or `f32`.
+    /// Storage type of the committed parts: `f16`, `bf16`, `f32`, or `q8` (int8 rows with
+    /// f32 scales; half of f16's size).
     #[serde(default = "default_parts_dtype")]
     pub parts_dtype: String,
 }
@@ -323,8 +324,8 @@ impl Recipe {
             bail!("learning rates must be positive");
         }
         match self.model.parts_dtype.as_str() {
-            "f16" | "bf16" | "f32" => {}
-            other => bail!("model.parts_dtype `{other}`: use f16, bf16 or f32"),
+            "f16" | "bf16" | "f32" | "q8" => {}
+            other => bail!("model.parts_dtype `{other}`: use f16, bf16, f32 or q8"),
         }
         for (k, w) in &o.class_weights {
             if *w <= 0.0 {

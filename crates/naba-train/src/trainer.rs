@@ -820,7 +820,7 @@ pub fn repair_iob2(tags: &mut [String]) {
 
 /// Overwrites the trainable variables with a parts file's tensors (as shipped, so rounded).
 pub fn load_parts_into(net: &TrainNet, parts_dir: &Path) -> Result<()> {
-    let (parts, _) = checkpoint::load_tensors(&parts_dir.join(checkpoint::PARTS_FILE))?;
+    let parts = checkpoint::load_parts(&parts_dir.join(checkpoint::PARTS_FILE))?;
     for p in net.trainable() {
         let t = parts
             .get(&p.name)
