@@ -108,9 +108,13 @@ pub fn model_card(
     }
     let metric = match recipe.task {
         crate::recipe::Task::TokenClassification => {
-            "strict IOB2 entity micro-F1 (seqeval mode=strict), word level"
+            "strict IOB2 entity micro-F1 (seqeval mode=strict), word level".to_string()
         }
-        _ => "macro-F1",
+        _ if !recipe.data.score_labels.is_empty() => format!(
+            "mean F1 of {}; precision and recall are macro over all labels",
+            recipe.data.score_labels.join(" and ")
+        ),
+        _ => "macro-F1".to_string(),
     };
     writeln!(s, "\n## Test ({metric})\n")?;
     writeln!(

@@ -96,6 +96,10 @@ pub struct DataSpec {
     /// boundaries (token classification) or truncated (classification).
     #[serde(default = "default_max_length")]
     pub max_length: usize,
+    /// Classification: score dev (and test) by the mean F1 of these labels instead of the
+    /// macro-F1 of all, when the data set's own metric does (Mawqif: Favor and Against).
+    #[serde(default)]
+    pub score_labels: Vec<String>,
     /// Put before every text, as serving will (E5 was trained with `query: `).
     #[serde(default)]
     pub prefix: String,
@@ -287,6 +291,11 @@ impl Recipe {
                 if l != "O" && !(l.starts_with("B-") || l.starts_with("I-")) {
                     bail!("data.labels holds `{l}`: token-classification tags must be O, B-X or I-X (IOB2)");
                 }
+            }
+        }
+        for l in &self.data.score_labels {
+            if !self.data.labels.contains(l) {
+                bail!("data.score_labels names `{l}`, which is not in data.labels");
             }
         }
         let mut seen = std::collections::BTreeSet::new();

@@ -336,7 +336,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         bar.finish_and_clear();
         // Epoch end: dev score, best checkpoint, state.
         let secs = t_epoch.elapsed().as_secs_f64();
-        let score = evaluate(&net, &dev, recipe.task, &labels)?;
+        let score = evaluate(&net, &dev, recipe, &labels)?;
         let record = EpochRecord {
             epoch: epoch + 1,
             train_loss: if loss_n > 0 {
@@ -404,14 +404,14 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
     if done && opts.finish && opts.out.join(BEST_PARTS_DIR).is_dir() {
         // Score the parts as they will ship (rounded to the parts dtype).
         load_parts_into(&net, &opts.out.join(BEST_PARTS_DIR))?;
-        outcome.best_dev_rounded = Some(evaluate(&net, &dev, recipe.task, &labels)?);
+        outcome.best_dev_rounded = Some(evaluate(&net, &dev, recipe, &labels)?);
         for t in &recipe.data.test {
             let split = load_eval_split(recipe, &tokenizer, max_len, t)?;
             let prepared = Prepared {
                 cache: frozen_cache(&net, &split.examples)?,
                 split,
             };
-            let s = evaluate(&net, &prepared, recipe.task, &labels)?;
+            let s = evaluate(&net, &prepared, recipe, &labels)?;
             say(&format!(
                 "test {}: {:.4} {:?}",
                 t.display(),
@@ -720,7 +720,8 @@ fn assemble_batch(
 /// Scores a split with the inference kernels: NER by strict IOB2 micro-F1 over words (the
 /// first sub-word's argmax; a stray `I-X` starts an entity, as serving's aggregation does),
 /// classification by macro-F1.
-fn evaluate(net: &TrainNet, data: &Prepared, task: Task, labels: &[String]) -> Result<Score> {
+fn evaluate(net: &TrainNet, data: &Prepared, recipe: &Recipe, labels: &[String]) -> Result<Score> {
+    let task = recipe.task;
     let ex = &data.split.examples;
     let mut order: Vec<usize> = (0..ex.len()).collect();
     order.sort_by_key(|&i| ex[i].ids.len());
@@ -791,8 +792,18 @@ fn evaluate(net: &TrainNet, data: &Prepared, task: Task, labels: &[String]) -> R
             let gold: Vec<&str> = data.split.gold.iter().map(|g| g[0].as_str()).collect();
             let pred: Vec<&str> = preds.iter().map(|p| p[0].as_str()).collect();
             let m = naba_eval::classification_metrics(&gold, &pred)?;
+            let chosen: Vec<&str> = recipe
+                .data
+                .score_labels
+                .iter()
+                .map(String::as_str)
+                .collect();
             Ok(Score {
-                main: m.macro_avg.f1,
+                main: if chosen.is_empty() {
+                    m.macro_avg.f1
+                } else {
+                    m.mean_f1(&chosen)
+                },
                 precision: m.macro_avg.precision,
                 recall: m.macro_avg.recall,
                 detail: m.per_label.iter().map(|(k, v)| (k.clone(), v.f1)).collect(),
