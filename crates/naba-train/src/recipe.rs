@@ -394,6 +394,25 @@ mod tests {
     }
 
     #[test]
+    fn score_labels_must_be_labels() {
+        let mut r: Recipe = toml::from_str(
+            r#"name = "x"
+            task = "pair-classification"
+            base = "b"
+            [data]
+            train = "t.csv"
+            labels = ["Favor", "Against", "None"]
+            score_labels = ["Favor", "Against"]
+            "#,
+        )
+        .unwrap();
+        r.validate().unwrap();
+        r.data.score_labels.push("Neutral".into());
+        let e = r.validate().unwrap_err().to_string();
+        assert!(e.contains("`Neutral`") && e.contains("data.labels"), "{e}");
+    }
+
+    #[test]
     fn rejects_non_iob_tags() {
         let r: Recipe = toml::from_str(
             r#"name = "x"

@@ -274,3 +274,88 @@ save_every = 0
     );
     assert_eq!(model.config.labels, vec!["neg", "pos"]);
 }
+
+/// One JSONL file holding every split (as the ANT corpus does), read through the recipe's
+/// filters; q8 parts assemble into a model that loads, and the trained window is recorded.
+#[test]
+fn one_file_splits_by_filter_and_q8_parts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.csv"),
+    )
+    .unwrap();
+    let mut jsonl = String::new();
+    for (i, line) in csv.lines().skip(1).enumerate() {
+        let (text, label) = line.rsplit_once(',').unwrap();
+        let split = ["train", "train", "dev", "test"][i % 4];
+        jsonl.push_str(
+            &serde_json::json!({"body": "", "title": text, "topic": label, "split": split})
+                .to_string(),
+        );
+        jsonl.push('\n');
+    }
+    let data = tmp.path().join("all.jsonl");
+    std::fs::write(&data, jsonl).unwrap();
+    let text = format!(
+        r#"name = "tiny-split"
+task = "sequence-classification"
+base = "{base}"
+[data]
+train = "{data}"
+train_filter = {{ split = "train" }}
+dev = "{data}"
+dev_filter = {{ split = "dev" }}
+test = ["{data}"]
+test_filter = {{ split = "test" }}
+labels = ["neg", "pos"]
+text_column = "body"
+text_fallback = "title"
+label_column = "topic"
+score_labels = ["pos"]
+max_length = 24
+[model]
+train_layers = 1
+parts_dtype = "q8"
+[optim]
+epochs = 1
+batch_size = 4
+save_every = 0
+"#,
+        base = fixture_model().display(),
+        data = data.display(),
+    );
+    let r: Recipe = toml::from_str(&text).unwrap();
+    let out_dir = tmp.path().join("out");
+    let out = train(&r, &opts(&out_dir)).unwrap();
+    assert_eq!(out.tests.len(), 1);
+    let parts = out_dir.join(BEST_PARTS_DIR);
+    let (raw, _) = load_tensors(&parts.join(PARTS_FILE)).unwrap();
+    assert!(raw.values().any(|t| t.dtype() == candle_core::DType::U8));
+    let model = Model::load_dir(
+        "tiny-split",
+        &out_dir.join(MODEL_DIR),
+        SourceKind::Directory,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(model.config.naba.window, Some(24));
+    let bad = r#"name = "x"
+task = "sequence-classification"
+base = "b"
+[data]
+train = "t"
+labels = ["neg", "pos"]
+"#;
+    let mut r2: Recipe = toml::from_str(bad).unwrap();
+    r2.data.train = data.clone();
+    r2.data.text_column = Some("body".into());
+    r2.data.label_column = Some("topic".into());
+    r2.data.train_filter = [("split".to_string(), "nowhere".to_string())].into();
+    r2.base = fixture_model().display().to_string();
+    r2.model.train_layers = 1;
+    let e = train(&r2, &opts(&tmp.path().join("out2")))
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(e.contains("no usable rows"), "{e}");
+}
