@@ -79,6 +79,7 @@ fn config(args: &Args, batching: bool) -> ServerConfig {
         revision: None,
         default: true,
         stride: None,
+        window: None,
     };
     let mut c = ServerConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -28,6 +28,7 @@ pub fn entry(name: &str, task: Task, fixture_name: &str) -> ModelEntry {
         revision: None,
         default: false,
         stride: None,
+        window: None,
     }
 }
 
