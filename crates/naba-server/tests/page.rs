@@ -123,6 +123,10 @@ fn the_page_analyses_the_demo_in_headless_chromium() {
         dom.contains("stance-target"),
         "the stance toward the target is shown"
     );
+    assert!(
+        dom.contains("<ul class=\"evidence\"><li><q>"),
+        "the passages the stance rests on are listed"
+    );
 
     let shot = PathBuf::from(concat!(
         env!("CARGO_TARGET_TMPDIR"),
