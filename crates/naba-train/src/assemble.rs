@@ -83,8 +83,12 @@ pub fn list_default_models(models_dir: &Path, cache_root: &Path) -> Result<Vec<D
     Ok(out)
 }
 
+/// What an assembly was made from: the parts and the config (a changed `config.json`, say a
+/// new `window`, makes the assembly stale too).
 fn parts_digest(parts: &Path) -> Option<String> {
-    fetch::sha256_file(&parts.join(PARTS_FILE)).ok()
+    let tensors = fetch::sha256_file(&parts.join(PARTS_FILE)).ok()?;
+    let config = fetch::sha256_file(&parts.join("config.json")).ok()?;
+    Some(format!("{tensors} {config}"))
 }
 
 fn is_current(parts: &Path, dir: &Path) -> bool {
