@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{char_slice, client, config, example_articles, TestServer, SENTENCES};
+use common::{char_slice, client, config, example_articles, metrics_text, TestServer, SENTENCES};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -176,14 +176,7 @@ async fn documents_come_back_in_order_across_model_batches() {
             "document {i}"
         );
     }
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&server).await;
     assert!(metrics.contains("naba_batch_documents_bucket{model=\"ner\",le=\"4\"}"));
     server.stop().await.expect("clean stop");
 }
@@ -697,14 +690,7 @@ async fn graceful_shutdown_answers_requests_in_flight() {
     // Wait until the server holds all eight (the /metrics request itself is the ninth).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let text = client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = metrics_text(&server).await;
         let in_flight: i64 = text
             .lines()
             .find_map(|l| l.strip_prefix("naba_http_requests_in_flight "))
@@ -782,8 +768,11 @@ fn check_evidence(text: &str, stance: &Value) {
             e["start"].as_u64().expect("start") as usize,
             e["end"].as_u64().expect("end") as usize,
         );
-        let slice: String = text.chars().skip(start).take(end - start).collect();
-        assert_eq!(e["text"].as_str(), Some(slice.as_str()), "{e}");
+        assert_eq!(
+            e["text"].as_str().map(str::to_string),
+            char_slice(text, start, end),
+            "{e}"
+        );
         let w = e["weight"].as_f64().expect("weight");
         assert!(w <= last + 1e-6 && w > 0.0, "{stance}");
         last = w;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, config, TestServer, SENTENCES};
+use common::{client, config, metrics_text, TestServer, SENTENCES};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -82,14 +82,7 @@ async fn a_burst_over_the_queue_bound_gets_429_and_the_server_stays_up() {
         .await
         .expect("answer");
     assert_eq!(r.status(), 200, "served again after the burst");
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&server).await;
     assert!(metrics.contains("naba_queue_rejected_documents_total{model="));
     assert!(metrics.contains("status=\"429\""));
     server.stop().await.expect("clean stop");

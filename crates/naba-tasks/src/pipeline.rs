@@ -329,82 +329,66 @@ impl Pipeline {
         }
         let function = opts.function.unwrap_or_else(|| self.score_function());
         let labels = &self.model.config.labels;
-        // Stance on a text longer than one window is read sentence by sentence (see
-        // `stance_by_sentences`); everything else is read whole, window by window.
-        let mut prepared: Vec<Result<Prepared, TaskError>> = Vec::with_capacity(inputs.len());
-        let mut by_sentences: Vec<Option<Vec<Unit>>> = vec![None; inputs.len()];
-        for (d, input) in inputs.iter().enumerate() {
-            let prep = self.prepare(input.text, input.target, &opts.normalize);
-            let long = input.target.is_some() && prep.as_ref().is_ok_and(|p| p.windows.len() > 1);
-            if long {
-                by_sentences[d] = Some(sentence_units(input.text));
-                prepared.push(Err(TaskError::EmptyText));
-            } else {
-                prepared.push(prep);
-            }
-        }
-        let doc_count = prepared.len();
-        for (d, units) in by_sentences.iter().enumerate() {
-            for u in units.iter().flatten() {
-                prepared.push(self.prepare(
-                    &inputs[d].text[u.bytes.clone()],
-                    inputs[d].target,
-                    &opts.normalize,
-                ));
-            }
-        }
-        let mut logits = self.run_windows(&prepared).into_iter();
-        let mut prepared = prepared.into_iter();
-        let mut probs: Vec<Result<(Vec<f32>, usize), TaskError>> = Vec::new();
-        for _ in 0..doc_count {
-            let (prep, logit) = (prepared.next(), logits.next());
-            probs.push(match (prep, logit) {
-                (Some(p), Some(l)) => combine_windows(p, l, function, labels.len()),
-                _ => Err(TaskError::EmptyText),
-            });
-        }
-        let mut unit_probs = prepared
-            .zip(logits)
-            .map(|(p, l)| combine_windows(p, l, function, labels.len()));
-        let neither = neither_label(labels);
-        let mut out = Vec::with_capacity(doc_count);
-        for (d, doc) in probs.into_iter().enumerate() {
-            let input = &inputs[d];
-            let result = match by_sentences[d].take() {
-                None => doc.and_then(|(p, windows)| {
-                    let labels_out = top_k(labels, &p, opts.top_k)?;
-                    let evidence = match input.target {
-                        Some(_) => whole_text_evidence(input.text, labels, &p),
-                        None => Vec::new(),
-                    };
-                    Ok(ClassifyOutput {
-                        labels: labels_out,
-                        windows,
-                        evidence,
-                    })
-                }),
-                Some(units) => {
-                    let scored: Result<Vec<(Unit, Vec<f32>, usize)>, TaskError> = units
+        // Every text (or, for stance on a text longer than one window, every sentence passage:
+        // see `stance_by_sentences`) goes into one list run through the model together.
+        let mut runs: Vec<Result<Prepared, TaskError>> = Vec::with_capacity(inputs.len());
+        let plans: Vec<Plan> = inputs
+            .iter()
+            .map(|input| {
+                let prep = self.prepare(input.text, input.target, &opts.normalize);
+                if input.target.is_some() && prep.as_ref().is_ok_and(|p| p.windows.len() > 1) {
+                    let units = sentence_units(input.text)
                         .into_iter()
                         .map(|u| {
-                            let (p, w) = unit_probs.next().unwrap_or(Err(TaskError::EmptyText))?;
-                            Ok((u, p, w))
+                            let text = &input.text[u.bytes.clone()];
+                            runs.push(self.prepare(text, input.target, &opts.normalize));
+                            (u, runs.len() - 1)
                         })
                         .collect();
-                    scored.and_then(|scored| {
-                        let (p, windows, evidence) =
-                            stance_by_sentences(input.text, &scored, labels, neither);
-                        Ok(ClassifyOutput {
-                            labels: top_k(labels, &p, opts.top_k)?,
-                            windows,
-                            evidence,
-                        })
-                    })
+                    Plan::Sentences(units)
+                } else {
+                    runs.push(prep);
+                    Plan::Whole(runs.len() - 1)
                 }
-            };
-            out.push(result);
-        }
-        out
+            })
+            .collect();
+        let logits = self.run_windows(&runs);
+        // Each run's result is taken (not cloned) by the one plan that owns its index.
+        let mut probs: Vec<Option<Result<(Vec<f32>, usize), TaskError>>> = runs
+            .into_iter()
+            .zip(logits)
+            .map(|(p, l)| Some(combine_windows(p, l, function, labels.len())))
+            .collect();
+        let mut take = |i: usize| probs[i].take().unwrap_or(Err(TaskError::EmptyText));
+        let neither = neither_label(labels);
+        inputs
+            .iter()
+            .zip(plans)
+            .map(|(input, plan)| {
+                let (p, windows, evidence) = match plan {
+                    Plan::Whole(i) => {
+                        let (p, windows) = take(i)?;
+                        let evidence = match input.target {
+                            Some(_) => whole_text_evidence(input.text, labels, &p),
+                            None => Vec::new(),
+                        };
+                        (p, windows, evidence)
+                    }
+                    Plan::Sentences(units) => {
+                        let scored = units
+                            .into_iter()
+                            .map(|(u, i)| take(i).map(|(p, w)| (u, p, w)))
+                            .collect::<Result<Vec<_>, TaskError>>()?;
+                        stance_by_sentences(input.text, &scored, labels, neither)
+                    }
+                };
+                Ok(ClassifyOutput {
+                    labels: top_k(labels, &p, opts.top_k)?,
+                    windows,
+                    evidence,
+                })
+            })
+            .collect()
     }
 
     /// Raw logits of each window of one text, for parity checks and diagnostics.
@@ -751,9 +735,16 @@ mod tests {
     }
 }
 
+/// How one classification input is read: whole (the index of its run), or as sentence
+/// passages (each with the index of its run).
+enum Plan {
+    Whole(usize),
+    Sentences(Vec<(Unit, usize)>),
+}
+
 /// A passage of a long text read on its own for stance: whole sentences, at least
 /// [`MIN_UNIT_WORDS`] words unless the text ends first.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Unit {
     chars: std::ops::Range<usize>,
     bytes: std::ops::Range<usize>,
@@ -874,11 +865,16 @@ fn stance_by_sentences(
         Some(n) => 1.0 - p[n],
         None => p.iter().copied().fold(0.0, f32::max),
     };
-    let mut order: Vec<usize> = (0..scored.len()).collect();
-    order.sort_by(|&a, &b| relevance(&scored[b].1).total_cmp(&relevance(&scored[a].1)));
+    // Passages by relevance, highest first.
+    let mut order: Vec<(usize, f32)> = scored
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p, _))| (i, relevance(p)))
+        .collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut voters: Vec<(usize, f32)> = order
         .iter()
-        .map(|&i| (i, relevance(&scored[i].1)))
+        .copied()
         .filter(|(_, r)| *r >= MIN_RELEVANCE)
         .take(MAX_EVIDENCE)
         .collect();
@@ -890,7 +886,7 @@ fn stance_by_sentences(
                 *c += share * s;
             }
         }
-        voters = order.iter().take(3).map(|&i| (i, share)).collect();
+        voters = order.iter().take(3).map(|&(i, _)| (i, share)).collect();
     } else {
         let total: f32 = voters.iter().map(|(_, r)| r).sum();
         for (i, r) in voters.iter_mut() {

@@ -4,7 +4,6 @@
 //! type. Evaluate the result: what ships is what is scored.
 
 use anyhow::{bail, Context, Result};
-use candle_core::DType;
 use naba_train::checkpoint::{self, PartsManifest, PARTS_FILE, PARTS_MANIFEST};
 use std::path::Path;
 
@@ -18,18 +17,13 @@ fn main() -> Result<()> {
         serde_json::from_str(&std::fs::read_to_string(input.join(PARTS_MANIFEST))?)
             .context("not a parts manifest")?;
     let parts = checkpoint::load_parts(&input.join(PARTS_FILE))?;
+    let stored = checkpoint::parse_dtype(dtype)?;
     let mut tensors = Vec::new();
     for name in &manifest.tensors {
         let t = parts
             .get(name)
             .with_context(|| format!("parts lack `{name}`"))?;
-        match dtype.as_str() {
-            "q8" => tensors.extend(checkpoint::quantize_q8(name, t)?),
-            "f16" => tensors.push((name.clone(), t.to_dtype(DType::F16)?)),
-            "bf16" => tensors.push((name.clone(), t.to_dtype(DType::BF16)?)),
-            "f32" => tensors.push((name.clone(), t.clone())),
-            other => bail!("unknown storage type `{other}`"),
-        }
+        tensors.extend(checkpoint::store_part(name, t, stored)?);
     }
     std::fs::create_dir_all(out)?;
     checkpoint::save_tensors(&out.join(PARTS_FILE), &tensors, None)?;

@@ -217,7 +217,18 @@ pub fn load_state(path: &Path, opt: &mut crate::optim::AdamW) -> Result<StateMet
     Ok(meta)
 }
 
-fn parse_dtype(s: &str) -> Result<DType> {
+/// A trained tensor as a parts file stores it in `dtype` (`U8` meaning `q8`): one tensor, or
+/// for `q8` matrices two (values and row scales).
+pub fn store_part(name: &str, t: &Tensor, dtype: DType) -> Result<Vec<(String, Tensor)>> {
+    if dtype == DType::U8 {
+        quantize_q8(name, t)
+    } else {
+        Ok(vec![(name.to_string(), t.to_dtype(dtype)?)])
+    }
+}
+
+/// The tensor type a parts storage name (`f16`, `bf16`, `f32`, `q8`) maps to.
+pub fn parse_dtype(s: &str) -> Result<DType> {
     Ok(match s {
         "f16" => DType::F16,
         "bf16" => DType::BF16,
@@ -235,6 +246,7 @@ pub fn hf_config(
     prefix_text: &str,
     version: &str,
     dropout: f64,
+    window: Option<usize>,
 ) -> serde_json::Value {
     let (model_type, arch) = match (config.architecture, head) {
         (Architecture::Bert, HeadType::Token) => ("bert", "BertForTokenClassification"),
@@ -281,7 +293,7 @@ pub fn hf_config(
         "id2label": id2label,
         "label2id": label2id,
         "problem_type": if head == HeadType::Sequence { serde_json::json!("single_label_classification") } else { serde_json::Value::Null },
-        "naba": { "prefix": prefix_text, "version": version },
+        "naba": { "prefix": prefix_text, "version": version, "window": window },
     })
 }
 
@@ -304,11 +316,7 @@ pub fn write_parts(
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for p in net.trainable() {
-        if dtype == DType::U8 {
-            tensors.extend(quantize_q8(&p.name, &p.tensor)?);
-        } else {
-            tensors.push((p.name.clone(), p.tensor.to_dtype(dtype)?));
-        }
+        tensors.extend(store_part(&p.name, &p.tensor, dtype)?);
     }
     save_tensors(&tmp.join(PARTS_FILE), &tensors, None)?;
     let mut m = manifest.clone();

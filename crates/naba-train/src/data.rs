@@ -252,17 +252,16 @@ pub fn encode_words(
     Ok((enc.get_ids().to_vec(), out, lone))
 }
 
-/// Classification examples (`Task::SequenceClassification` / `PairClassification`) from a
-/// CSV/TSV/JSONL file read with naba-eval.
+/// Classification examples (`Task::SequenceClassification` / `PairClassification`) from the
+/// rows `indices` (all when `None`) of a corpus read by [`read_classification`] from `path`.
 pub fn classification_split(
+    corpus: &ClassificationCorpus,
     path: &Path,
-    filter: &BTreeMap<String, String>,
     recipe: &Recipe,
     tok: &Tokenizer,
     indices: Option<&[usize]>,
 ) -> Result<Split> {
     let d = &recipe.data;
-    let corpus = read_classification(path, filter, recipe)?;
     let label_id: HashMap<&str, i64> = d
         .labels
         .iter()
@@ -320,18 +319,10 @@ pub fn classification_split(
     Ok(split)
 }
 
-/// Number of rows a classification file holds after `filter` (for carving dev by index).
-pub fn classification_len(
-    path: &Path,
-    filter: &BTreeMap<String, String>,
-    recipe: &Recipe,
-) -> Result<usize> {
-    Ok(read_classification(path, filter, recipe)?.examples.len())
-}
-
-/// Reads a classification file with the recipe's columns. Rows the reader skips (empty
-/// text or label) are left out of training, as they are of scoring.
-fn read_classification(
+/// Reads a classification file with the recipe's columns, keeping the rows `filter` names.
+/// Rows the reader skips (empty text or label) are left out of training, as they are of
+/// scoring.
+pub fn read_classification(
     path: &Path,
     filter: &BTreeMap<String, String>,
     recipe: &Recipe,

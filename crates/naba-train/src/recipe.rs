@@ -142,6 +142,10 @@ pub struct ModelSpec {
     /// f32 scales; half of f16's size).
     #[serde(default = "default_parts_dtype")]
     pub parts_dtype: String,
+    /// Classification: the window serving reads long texts in, written to config.json as
+    /// `naba.window` (default `data.max_length`, what training read). Choose it on dev.
+    #[serde(default)]
+    pub window: Option<usize>,
 }
 
 fn default_train_layers() -> usize {
@@ -164,6 +168,7 @@ impl Default for ModelSpec {
             label_all_subwords: false,
             label_lone_space: false,
             parts_dtype: default_parts_dtype(),
+            window: None,
         }
     }
 }
@@ -312,6 +317,9 @@ impl Recipe {
         }
         if self.data.dev.is_none() && self.data.dev_fraction <= 0.0 {
             bail!("give data.dev or a data.dev_fraction above 0: the trainer picks checkpoints on dev");
+        }
+        if self.model.window.is_some_and(|w| w < 8) {
+            bail!("model.window must be at least 8 tokens");
         }
         if self.data.max_length < 8 {
             bail!("data.max_length {} is too short", self.data.max_length);

@@ -212,19 +212,18 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         tensors: Vec::new(),
         dtype: recipe.model.parts_dtype.clone(),
     };
-    let mut config_json = checkpoint::hf_config(
+    // A sequence head learns from the first `max_len` tokens of each text; serving then reads
+    // long texts in windows of that size, so every window looks like what training saw,
+    // unless the recipe names a window chosen on dev.
+    let config_json = checkpoint::hf_config(
         &net.config,
         head_type,
         &labels,
         &recipe.data.prefix,
         &format!("{} (naba-train, base {})", recipe.name, base.name),
         recipe.model.dropout,
+        (head_type == HeadType::Sequence).then(|| recipe.model.window.unwrap_or(max_len)),
     );
-    // A sequence head learns from the first `max_len` tokens of each text; serving then reads
-    // long texts in windows of that size, so every window looks like what training saw.
-    if head_type == HeadType::Sequence {
-        config_json["naba"]["window"] = serde_json::json!(max_len);
-    }
     let mut stop = Stop::Completed;
     let session_start = Instant::now();
     let train_seconds_before = meta.train_seconds;
@@ -507,25 +506,29 @@ fn load_splits(
         Task::SequenceClassification | Task::PairClassification => {
             let mut r = recipe.clone();
             r.data.max_length = max_len;
+            let train = data::read_classification(&d.train, &d.train_filter, &r)?;
             let (mut train_idx, dev) = match &d.dev {
-                Some(dev) => (
-                    (0..data::classification_len(&d.train, &d.train_filter, &r)?)
-                        .collect::<Vec<_>>(),
-                    data::classification_split(dev, &d.dev_filter, &r, tok, None)?,
-                ),
+                Some(dev) => {
+                    let corpus = data::read_classification(dev, &d.dev_filter, &r)?;
+                    (
+                        (0..train.examples.len()).collect::<Vec<_>>(),
+                        data::classification_split(&corpus, dev, &r, tok, None)?,
+                    )
+                }
                 None => {
-                    let n = data::classification_len(&d.train, &d.train_filter, &r)?;
-                    let (t, dv) = data::carve_dev(n, d.dev_fraction, recipe.seed);
-                    let dev =
-                        data::classification_split(&d.train, &d.train_filter, &r, tok, Some(&dv))?;
-                    (t, dev)
+                    let (t, dv) =
+                        data::carve_dev(train.examples.len(), d.dev_fraction, recipe.seed);
+                    (
+                        t,
+                        data::classification_split(&train, &d.train, &r, tok, Some(&dv))?,
+                    )
                 }
             };
             if let Some(n) = d.limit_train {
                 train_idx.truncate(n);
             }
             Ok((
-                data::classification_split(&d.train, &d.train_filter, &r, tok, Some(&train_idx))?,
+                data::classification_split(&train, &d.train, &r, tok, Some(&train_idx))?,
                 dev,
             ))
         }
@@ -550,7 +553,8 @@ fn load_eval_split(
         _ => {
             let mut r = recipe.clone();
             r.data.max_length = max_len;
-            data::classification_split(path, &d.test_filter, &r, tok, None)
+            let corpus = data::read_classification(path, &d.test_filter, &r)?;
+            data::classification_split(&corpus, path, &r, tok, None)
         }
     }
 }

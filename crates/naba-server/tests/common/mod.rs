@@ -152,6 +152,18 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// The server's Prometheus text.
+pub async fn metrics_text(server: &TestServer) -> String {
+    client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// `text[start..end]` in Unicode characters.
 pub fn char_slice(text: &str, start: usize, end: usize) -> Option<String> {
     if start > end {
