@@ -354,7 +354,7 @@ impl Pipeline {
             .collect();
         let logits = self.run_windows(&runs);
         // Each run's result is taken (not cloned) by the one plan that owns its index.
-        let mut probs: Vec<Option<Result<(Vec<f32>, usize), TaskError>>> = runs
+        let mut probs: Vec<Option<Combined>> = runs
             .into_iter()
             .zip(logits)
             .map(|(p, l)| Some(combine_windows(p, l, function, labels.len())))
@@ -801,13 +801,16 @@ fn neither_label(labels: &[String]) -> Option<usize> {
     })
 }
 
+/// A text's label scores with its windows combined, and how many windows it took.
+type Combined = Result<(Vec<f32>, usize), TaskError>;
+
 /// Averages a text's window scores, each weighted by its share of the text's tokens.
 fn combine_windows(
     prep: Result<Prepared, TaskError>,
     logits: Result<Vec<Vec<f32>>, TaskError>,
     function: ScoreFunction,
     n_labels: usize,
-) -> Result<(Vec<f32>, usize), TaskError> {
+) -> Combined {
     let prep = prep?;
     let logits = logits?;
     let total: usize = prep.text_tokens.iter().sum::<usize>().max(1);
