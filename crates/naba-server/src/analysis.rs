@@ -8,9 +8,9 @@ use crate::error::ApiError;
 use crate::registry::{ModelHandle, Registry};
 use crate::schema::{
     Aggregation, AnalyzeResponse, DocId, DocumentIn, DocumentResult, EntityOut, EvidenceOut,
-    LabelOut, ModelChoice, Normalize, Options, StanceResult, TopicResult,
+    LabelOut, ModelChoice, NerDecoding, Normalize, Options, StanceResult, TopicResult,
 };
-use naba_tasks::aggregate::AggregationStrategy;
+use naba_tasks::aggregate::{AggregationStrategy, Decoding};
 use naba_text::NormalizeOptions;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -175,6 +175,10 @@ pub fn options(opts: &Options) -> Result<(Option<usize>, BatchKey), ApiError> {
         Aggregation::Average => AggregationStrategy::Average,
         Aggregation::Max => AggregationStrategy::Max,
     };
+    let decoding = match opts.decoding.unwrap_or(NerDecoding::Iob2) {
+        NerDecoding::Argmax => Decoding::Argmax,
+        NerDecoding::Iob2 => Decoding::Iob2,
+    };
     let normalize = match &opts.normalize {
         None => NormalizeOptions::default(),
         Some(Normalize::Text(s)) => parse_normalize(s)?,
@@ -185,6 +189,7 @@ pub fn options(opts: &Options) -> Result<(Option<usize>, BatchKey), ApiError> {
         opts.top_k,
         BatchKey {
             aggregation,
+            decoding,
             normalize,
         },
     ))
@@ -479,11 +484,19 @@ mod tests {
         let (k, key) = options(&Options {
             top_k: Some(2),
             aggregation: Some(Aggregation::First),
+            decoding: Some(NerDecoding::Argmax),
             normalize: Some(Normalize::Items(vec!["alef".into(), "ya".into()])),
         })
         .expect("valid");
         assert_eq!(k, Some(2));
         assert_eq!(key.aggregation, AggregationStrategy::First);
+        assert_eq!(key.decoding, Decoding::Argmax);
+        let (_, default) = options(&Options::default()).expect("valid");
+        assert_eq!(
+            default.decoding,
+            Decoding::Iob2,
+            "IOB2 decoding unless asked otherwise"
+        );
         assert!(key.normalize.normalize_alef && key.normalize.normalize_ya);
         assert!(!key.normalize.nfkc);
         let e = options(&Options {

@@ -15,7 +15,7 @@
 //! how long the queue needs to drain.
 
 use crate::metrics::Metrics;
-use naba_tasks::aggregate::AggregationStrategy;
+use naba_tasks::aggregate::{AggregationStrategy, Decoding};
 use naba_tasks::{ClassifyOutput, EntitySpan};
 use naba_text::NormalizeOptions;
 use std::collections::VecDeque;
@@ -29,6 +29,7 @@ use tokio::sync::{oneshot, watch};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchKey {
     pub aggregation: AggregationStrategy,
+    pub decoding: Decoding,
     pub normalize: NormalizeOptions,
 }
 

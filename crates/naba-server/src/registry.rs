@@ -405,6 +405,7 @@ impl Runner for PipelineRunner {
                 let texts: Vec<&str> = inputs.iter().map(|i| &*i.text).collect();
                 let opts = NerOptions {
                     aggregation: key.aggregation,
+                    decoding: key.decoding,
                     normalize: key.normalize,
                     ..NerOptions::default()
                 };

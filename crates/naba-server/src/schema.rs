@@ -80,6 +80,10 @@ pub struct Options {
     /// How NER sub-word predictions become entities; default `first` (whole words, each
     /// labelled by its first sub-word, as naba's models are trained).
     pub aggregation: Option<Aggregation>,
+    /// How NER labels are chosen before grouping; default `iob2` (the most probable label
+    /// sequence in which every I-x follows B-x or I-x), or `argmax` (each word's best label,
+    /// as transformers does).
+    pub decoding: Option<NerDecoding>,
     /// Arabic normalisation before the model: `"all"`, `"none"` (default), a comma list, or a
     /// list of `diacritics`, `tatweel`, `alef`, `ya`, `ta-marbuta`, `digits`, `nfkc`. Entity
     /// offsets always refer to the text you sent.
@@ -100,6 +104,16 @@ pub enum Aggregation {
     Average,
     /// As simple; each word takes its most confident token's label.
     Max,
+}
+
+/// How NER labels are chosen before grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NerDecoding {
+    /// Each word's best label.
+    Argmax,
+    /// The best label sequence that is valid IOB2.
+    Iob2,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

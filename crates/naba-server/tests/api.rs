@@ -55,12 +55,13 @@ async fn round_trip_on_the_example_articles_keeps_character_offsets() {
     }
     let server = TestServer::start(config()).await;
     for (path, text) in &articles {
-        for (aggregation, normalize) in [
-            ("simple", json!("none")),
-            ("none", json!("none")),
-            ("first", json!("all")),
-            ("max", json!(["diacritics", "alef", "ya", "nfkc"])),
-            ("average", json!("tatweel,digits")),
+        for (aggregation, decoding, normalize) in [
+            ("simple", "argmax", json!("none")),
+            ("none", "iob2", json!("none")),
+            ("first", "iob2", json!("all")),
+            ("first", "argmax", json!("none")),
+            ("max", "iob2", json!(["diacritics", "alef", "ya", "nfkc"])),
+            ("average", "argmax", json!("tatweel,digits")),
         ] {
             let (status, body) = post(
                 &server,
@@ -68,7 +69,11 @@ async fn round_trip_on_the_example_articles_keeps_character_offsets() {
                 json!({
                     "text": text,
                     "stance_targets": ["روسيا"],
-                    "options": {"aggregation": aggregation, "normalize": normalize}
+                    "options": {
+                        "aggregation": aggregation,
+                        "decoding": decoding,
+                        "normalize": normalize
+                    }
                 }),
             )
             .await;

@@ -32,6 +32,7 @@ const KEYS: &[&str] = &[
     "options",
     "top_k",
     "aggregation",
+    "decoding",
     "normalize",
     "models",
     "model",
@@ -84,6 +85,8 @@ fn shaped_request() -> impl Strategy<Value = Value> {
         (0usize..6).prop_map(|k| json!({"top_k": k})),
         proptest::sample::select(&["none", "simple", "first", "average", "max", "bogus"][..])
             .prop_map(|a| json!({"aggregation": a})),
+        proptest::sample::select(&["iob2", "argmax", "IOB2", "crf"][..])
+            .prop_map(|d| json!({"decoding": d})),
         proptest::sample::select(&["all", "none", "diacritics,alef", "nfkc", "x"][..])
             .prop_map(|n| json!({"normalize": n})),
         Just(json!({"normalize": ["tatweel", "ya", "ta-marbuta", "digits"]})),

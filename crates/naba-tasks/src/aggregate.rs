@@ -56,6 +56,11 @@
 //! (`convert_tokens_to_string`), which may lower-case, drop diacritics or change spaces.
 //! naba makes it exactly `sentence[start..end]` in characters, so an entity's text is always
 //! a slice of the input. The label, score, start, end and index are the pipeline's.
+//!
+//! One addition, off unless asked for: [`Decoding::Iob2`] ([`aggregate_windows_decoded`])
+//! replaces step 2's independent argmax by the most probable label sequence of the window
+//! that is valid IOB2 (Viterbi over log-probabilities; `I-x` only after `B-x` or `I-x`).
+//! Grouping and everything after it are unchanged.
 
 use std::fmt;
 use std::str::FromStr;
@@ -140,6 +145,61 @@ impl FromStr for AggregationStrategy {
             .into_iter()
             .find(|strategy| strategy.as_str() == lower)
             .ok_or_else(|| ParseAggregationStrategyError {
+                input: s.to_owned(),
+            })
+    }
+}
+
+/// How each token's or word's label is chosen from its scores before grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decoding {
+    /// Each token or word takes its own best label, as transformers does. An `I-PER` may
+    /// then follow `O` or `B-LOC`; grouping makes it an entity of its own.
+    #[default]
+    Argmax,
+    /// The most probable label sequence of each window in which every `I-x` follows a `B-x`
+    /// or an `I-x` (IOB2), by Viterbi over the log-probabilities. Labels named neither `B-`
+    /// nor `I-` are unconstrained, so a label set without `I-` labels decodes as `argmax`.
+    Iob2,
+}
+
+impl Decoding {
+    /// Every decoding, in the order `--help` lists them.
+    pub const ALL: [Self; 2] = [Self::Argmax, Self::Iob2];
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Argmax => "argmax",
+            Self::Iob2 => "iob2",
+        }
+    }
+}
+
+impl fmt::Display for Decoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for a string that names no [`Decoding`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown decoding `{input}`: expected argmax or iob2")]
+pub struct ParseDecodingError {
+    /// The string that was given.
+    pub input: String,
+}
+
+impl FromStr for Decoding {
+    type Err = ParseDecodingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == lower)
+            .ok_or_else(|| ParseDecodingError {
                 input: s.to_owned(),
             })
     }
@@ -284,6 +344,34 @@ pub fn aggregate_windows<'a, W>(
 where
     W: AsRef<[TokenScores<'a>]>,
 {
+    aggregate_windows_decoded(
+        sentence,
+        windows,
+        id2label,
+        continuing_subword_prefix,
+        strategy,
+        Decoding::Argmax,
+        ignore_labels,
+    )
+}
+
+/// [`aggregate_windows`] with a choice of how labels are decoded: [`Decoding::Argmax`] is
+/// transformers' behaviour, [`Decoding::Iob2`] decodes each window's tokens (strategies
+/// `none`, `simple`) or words (`first`, `average`, `max`, each word's row being the one its
+/// strategy reads) as the best valid IOB2 sequence. Scores stay the probabilities of the
+/// chosen labels.
+pub fn aggregate_windows_decoded<'a, W>(
+    sentence: &str,
+    windows: &[W],
+    id2label: &[String],
+    continuing_subword_prefix: Option<&str>,
+    strategy: AggregationStrategy,
+    decoding: Decoding,
+    ignore_labels: &[&str],
+) -> Result<Vec<Entity>, AggregateError>
+where
+    W: AsRef<[TokenScores<'a>]>,
+{
     if id2label.is_empty() {
         return Err(AggregateError::NoLabels);
     }
@@ -302,6 +390,7 @@ where
             id2label,
             prefix,
             strategy,
+            decoding,
             ignore_labels,
         )?);
     }
@@ -404,6 +493,8 @@ struct PreEntity<'a> {
 struct Labelled {
     label: usize,
     score: f32,
+    /// The scores the label was chosen from (the token's, or the word's per its strategy).
+    row: Vec<f32>,
     start: usize,
     end: usize,
     index: Option<usize>,
@@ -415,10 +506,11 @@ fn aggregate_window(
     id2label: &[String],
     prefix: Option<&str>,
     strategy: AggregationStrategy,
+    decoding: Decoding,
     ignore_labels: &[&str],
 ) -> Result<Vec<Entity>, AggregateError> {
     let pre = gather_pre_entities(sentence, tokens, id2label.len(), prefix)?;
-    let labelled: Vec<Labelled> = if strategy.is_word_based() {
+    let mut labelled: Vec<Labelled> = if strategy.is_word_based() {
         aggregate_words(&pre, strategy)
     } else {
         pre.iter()
@@ -427,6 +519,7 @@ fn aggregate_window(
                 Labelled {
                     label,
                     score,
+                    row: p.scores.to_vec(),
                     start: p.start,
                     end: p.end,
                     index: Some(p.index),
@@ -434,6 +527,9 @@ fn aggregate_window(
             })
             .collect()
     };
+    if decoding == Decoding::Iob2 {
+        relabel_iob2(&mut labelled, id2label);
+    }
     let entities = if strategy == AggregationStrategy::None {
         labelled
             .iter()
@@ -532,7 +628,7 @@ fn aggregate_words(pre: &[PreEntity<'_>], strategy: AggregationStrategy) -> Vec<
 fn aggregate_word(tokens: &[PreEntity<'_>], strategy: AggregationStrategy) -> Option<Labelled> {
     let first = tokens.first()?;
     let last = tokens.last()?;
-    let (label, score) = match strategy {
+    let (label, score, row) = match strategy {
         AggregationStrategy::Max => {
             // Python's max(key=...): the first token whose best score is strictly greater
             // than every earlier one; NumPy's max propagates NaN.
@@ -545,18 +641,24 @@ fn aggregate_word(tokens: &[PreEntity<'_>], strategy: AggregationStrategy) -> Op
                     chosen_key = key;
                 }
             }
-            best(chosen.scores)
+            let (label, score) = best(chosen.scores);
+            (label, score, chosen.scores.to_vec())
         }
         AggregationStrategy::Average => {
             let mean = mean_rows(tokens);
-            best(&mean)
+            let (label, score) = best(&mean);
+            (label, score, mean)
         }
         // First, and (unreachable) None/Simple.
-        _ => best(first.scores),
+        _ => {
+            let (label, score) = best(first.scores);
+            (label, score, first.scores.to_vec())
+        }
     };
     Some(Labelled {
         label,
         score,
+        row,
         start: first.start,
         end: last.end,
         index: None,
@@ -586,6 +688,82 @@ fn mean_rows(tokens: &[PreEntity<'_>]) -> Vec<f32> {
         .zip(counts)
         .map(|(sum, count)| sum / count as f32)
         .collect()
+}
+
+/// Replaces the argmax labels of one window by its most probable valid IOB2 sequence.
+fn relabel_iob2(labelled: &mut [Labelled], id2label: &[String]) {
+    let rows: Vec<&[f32]> = labelled.iter().map(|l| l.row.as_slice()).collect();
+    let Some(path) = iob2_viterbi(&rows, id2label) else {
+        return;
+    };
+    for (l, label) in labelled.iter_mut().zip(path) {
+        l.label = label;
+        l.score = l.row.get(label).copied().unwrap_or(f32::NAN);
+    }
+}
+
+/// The label sequence maximising the sum of log-probabilities in which every `I-x` follows
+/// `B-x` or `I-x`; `None` when there are no rows or no valid sequence (a label set of `I-`
+/// labels only), and the caller keeps argmax.
+fn iob2_viterbi(rows: &[&[f32]], id2label: &[String]) -> Option<Vec<usize>> {
+    // For each label, the tag an `I-` label continues; `None` for labels free to go anywhere.
+    let inside: Vec<Option<&str>> = id2label.iter().map(|l| l.strip_prefix("I-")).collect();
+    let tag_of = |label: usize| -> Option<&str> {
+        let name = id2label[label].as_str();
+        name.strip_prefix("B-").or_else(|| name.strip_prefix("I-"))
+    };
+    let allowed = |prev: Option<usize>, cur: usize| match inside[cur] {
+        None => true,
+        Some(tag) => prev.is_some_and(|p| tag_of(p) == Some(tag)),
+    };
+    // NaN or zero probabilities must not win, nor poison the sums.
+    let log = |p: f32| {
+        if p.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            f64::from(p.max(0.0)).ln()
+        }
+    };
+    let n_labels = id2label.len();
+    let first = rows.first()?;
+    let mut score: Vec<f64> = (0..n_labels)
+        .map(|j| {
+            if allowed(None, j) {
+                log(first.get(j).copied().unwrap_or(f32::NAN))
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+        .collect();
+    let mut back: Vec<Vec<usize>> = Vec::with_capacity(rows.len());
+    for row in &rows[1..] {
+        let mut next = vec![f64::NEG_INFINITY; n_labels];
+        let mut from = vec![0usize; n_labels];
+        for (j, (slot, origin)) in next.iter_mut().zip(from.iter_mut()).enumerate() {
+            let emit = log(row.get(j).copied().unwrap_or(f32::NAN));
+            for (i, &prev) in score.iter().enumerate() {
+                // `>` keeps the lowest label index on ties, as argmax does.
+                if allowed(Some(i), j) && prev + emit > *slot {
+                    *slot = prev + emit;
+                    *origin = i;
+                }
+            }
+        }
+        score = next;
+        back.push(from);
+    }
+    let mut label = (0..n_labels)
+        .filter(|&j| score[j] > f64::NEG_INFINITY)
+        .fold(None, |acc: Option<usize>, j| match acc {
+            Some(a) if score[a] >= score[j] => Some(a),
+            _ => Some(j),
+        })?;
+    let mut path = vec![label; rows.len()];
+    for (k, from) in back.iter().enumerate().rev() {
+        label = from[label];
+        path[k] = label;
+    }
+    Some(path)
 }
 
 /// B/I tag of a label as the pipeline's `get_tag` reads it: `B-x` → (B, x), `I-x` → (I, x),
@@ -1287,5 +1465,146 @@ mod tests {
         assert!(!json.contains("index"));
         let back: Entity = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn decoding_parse_and_display() {
+        for d in Decoding::ALL {
+            assert_eq!(d.to_string().parse(), Ok(d));
+        }
+        assert_eq!("IOB2".parse(), Ok(Decoding::Iob2));
+        let err = "crf".parse::<Decoding>().unwrap_err();
+        assert!(err.to_string().contains("`crf`"));
+        assert_eq!(Decoding::default(), Decoding::Argmax);
+    }
+
+    /// Every label sequence of `n` positions over `width` labels.
+    fn all_paths(n: usize, width: usize) -> Vec<Vec<usize>> {
+        (0..width.pow(n as u32))
+            .map(|mut code| {
+                (0..n)
+                    .map(|_| {
+                        let l = code % width;
+                        code /= width;
+                        l
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn valid_iob2(path: &[usize], id2label: &[String]) -> bool {
+        path.iter().enumerate().all(|(k, &l)| {
+            let Some(tag) = id2label[l].strip_prefix("I-") else {
+                return true;
+            };
+            let prev = k.checked_sub(1).map(|j| id2label[path[j]].as_str());
+            prev.is_some_and(|p| p == format!("B-{tag}") || p == format!("I-{tag}"))
+        })
+    }
+
+    #[test]
+    fn iob2_viterbi_finds_the_best_valid_path_by_brute_force() {
+        let l = labels(IOB);
+        // A small linear congruential generator: the test is deterministic.
+        let mut state = 0x2545_f491_u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32).max(1e-4)
+        };
+        for n in 1..=4 {
+            for _ in 0..50 {
+                let rows: Vec<Vec<f32>> = (0..n)
+                    .map(|_| {
+                        let raw: Vec<f32> = (0..l.len()).map(|_| next()).collect();
+                        let sum: f32 = raw.iter().sum();
+                        raw.into_iter().map(|v| v / sum).collect()
+                    })
+                    .collect();
+                let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+                let got = iob2_viterbi(&refs, &l).expect("a valid path exists");
+                assert!(valid_iob2(&got, &l), "{got:?} is not valid IOB2");
+                let logp = |path: &[usize]| -> f64 {
+                    path.iter()
+                        .zip(&rows)
+                        .map(|(&j, r)| f64::from(r[j]).ln())
+                        .sum()
+                };
+                let best = all_paths(n, l.len())
+                    .into_iter()
+                    .filter(|path| valid_iob2(path, &l))
+                    .map(|path| logp(&path))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                assert!((logp(&got) - best).abs() < 1e-9, "{got:?} for {rows:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn iob2_viterbi_keeps_a_valid_argmax_and_needs_inside_labels() {
+        let l = labels(IOB);
+        let rows = [p(5, 1, 0.9), p(5, 2, 0.8), p(5, 0, 0.7), p(5, 3, 0.6)];
+        let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        assert_eq!(iob2_viterbi(&refs, &l), Some(vec![1, 2, 0, 3]));
+        assert_eq!(iob2_viterbi(&[], &l), None);
+        // Only inside labels: nothing may start a sequence, so argmax is kept.
+        let only_inside = labels(&["I-PER", "I-LOC"]);
+        assert_eq!(iob2_viterbi(&[&[0.6, 0.4]], &only_inside), None);
+    }
+
+    #[test]
+    fn iob2_decoding_repairs_what_argmax_groups_wrongly() {
+        let l = labels(IOB);
+        // "Ali Baba went": argmax says B-PER, I-LOC, O; B-PER I-PER is the better valid path
+        // (0.8 * 0.35 against B-LOC I-LOC's 0.1 * 0.45).
+        let rows = vec![
+            special("<s>", 5),
+            tok("\u{2581}Ali", 0, 3, &[0.05, 0.8, 0.0, 0.1, 0.05]),
+            tok("\u{2581}Baba", 4, 8, &[0.1, 0.05, 0.35, 0.05, 0.45]),
+            tok("\u{2581}went", 9, 13, &p(5, 0, 0.9)),
+            special("</s>", 5),
+        ];
+        let tokens = rows_to_tokens(&rows);
+        let decode = |decoding| {
+            aggregate_windows_decoded(
+                "Ali Baba went",
+                &[&tokens[..]],
+                &l,
+                None,
+                AggregationStrategy::First,
+                decoding,
+                DEFAULT_IGNORE_LABELS,
+            )
+            .expect("aggregate")
+        };
+        let argmax = decode(Decoding::Argmax);
+        assert_eq!(
+            summary(&argmax),
+            vec![s("PER", "Ali", 0, 3), s("LOC", "Baba", 4, 8)]
+        );
+        let iob2 = decode(Decoding::Iob2);
+        assert_eq!(summary(&iob2), vec![s("PER", "Ali Baba", 0, 8)]);
+        // The score is the mean of the chosen labels' probabilities, not of the argmax ones.
+        assert!((iob2[0].score - (0.8 + 0.35) / 2.0).abs() < 1e-6);
+        // An I- after O starts nothing under iob2: it becomes B- or O, whichever is likelier.
+        let rows = vec![
+            tok("\u{2581}in", 0, 2, &p(5, 0, 0.9)),
+            tok("\u{2581}Paris", 3, 8, &[0.1, 0.05, 0.05, 0.3, 0.5]),
+        ];
+        let tokens = rows_to_tokens(&rows);
+        let e = aggregate_windows_decoded(
+            "in Paris",
+            &[&tokens[..]],
+            &l,
+            None,
+            AggregationStrategy::Simple,
+            Decoding::Iob2,
+            DEFAULT_IGNORE_LABELS,
+        )
+        .expect("aggregate");
+        assert_eq!(summary(&e), vec![s("LOC", "Paris", 3, 8)]);
+        assert!((e[0].score - 0.3).abs() < 1e-6);
     }
 }

@@ -6,8 +6,9 @@ pub mod pipeline;
 pub mod scores;
 
 pub use aggregate::{
-    aggregate, aggregate_windows, merge_overlapping_entities, AggregateError, AggregationStrategy,
-    Entity, ParseAggregationStrategyError, TokenScores, DEFAULT_IGNORE_LABELS,
+    aggregate, aggregate_windows, aggregate_windows_decoded, merge_overlapping_entities,
+    AggregateError, AggregationStrategy, Decoding, Entity, ParseAggregationStrategyError,
+    ParseDecodingError, TokenScores, DEFAULT_IGNORE_LABELS,
 };
 pub use pipeline::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, Evidence, NerOptions, NerOutput,

@@ -2,7 +2,9 @@
 //! overlapping windows (never truncated), windows of many documents are run through the encoder
 //! together, shortest-padding first, and the results are put back per document.
 
-use crate::aggregate::{aggregate_windows, AggregationStrategy, Entity, TokenScores};
+use crate::aggregate::{
+    aggregate_windows_decoded, AggregationStrategy, Decoding, Entity, TokenScores,
+};
 use crate::scores::{top_k, LabelScore, ScoreFunction};
 use candle_core::Tensor;
 use naba_models::{Batch, HeadKind, Model, ModelError, ProblemType};
@@ -77,6 +79,8 @@ impl Default for PipelineOptions {
 #[derive(Debug, Clone)]
 pub struct NerOptions {
     pub aggregation: AggregationStrategy,
+    /// How labels are chosen before grouping; `argmax` is transformers' behaviour.
+    pub decoding: Decoding,
     pub normalize: NormalizeOptions,
     /// Labels never reported (transformers' `ignore_labels`, default `["O"]`).
     pub ignore_labels: Vec<String>,
@@ -90,6 +94,7 @@ impl Default for NerOptions {
     fn default() -> Self {
         Self {
             aggregation: AggregationStrategy::Simple,
+            decoding: Decoding::Argmax,
             normalize: NormalizeOptions::default(),
             ignore_labels: vec!["O".into()],
             trim: true,
@@ -295,14 +300,15 @@ impl Pipeline {
                 let entities = if rows.len() > 1 && opts.aggregation == AggregationStrategy::None {
                     // transformers refuses per-token output over several windows; naba gives
                     // each token the window in which it has the most context on both sides.
-                    self.per_token_over_windows(sentence, &rows, labels, &ignore)?
+                    self.per_token_over_windows(sentence, &rows, labels, opts.decoding, &ignore)?
                 } else {
-                    aggregate_windows(
+                    aggregate_windows_decoded(
                         sentence,
                         &rows,
                         labels,
                         self.subword_prefix.as_deref(),
                         opts.aggregation,
+                        opts.decoding,
                         &ignore,
                     )?
                 };
@@ -620,6 +626,7 @@ impl Pipeline {
         sentence: &str,
         rows: &[Vec<TokenScores>],
         labels: &[String],
+        decoding: Decoding,
         ignore: &[&str],
     ) -> Result<Vec<Entity>, TaskError> {
         // Identify a token by its offsets; keep, for each, the row whose window gives it the
@@ -638,12 +645,13 @@ impl Pipeline {
             }
         }
         let merged: Vec<TokenScores> = best.into_values().map(|(_, t)| t).collect();
-        Ok(aggregate_windows(
+        Ok(aggregate_windows_decoded(
             sentence,
             &[merged],
             labels,
             self.subword_prefix.as_deref(),
             AggregationStrategy::None,
+            decoding,
             ignore,
         )?)
     }

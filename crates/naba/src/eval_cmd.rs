@@ -9,7 +9,7 @@ use naba_eval::{
     DataFormat, EvalOptions, LabelMap, Report, RunInfo, RunStats,
 };
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
-use naba_tasks::aggregate::AggregationStrategy;
+use naba_tasks::aggregate::{AggregationStrategy, Decoding};
 use naba_tasks::{ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions};
 use naba_text::NormalizeOptions;
 use serde::Deserialize;
@@ -117,6 +117,11 @@ struct RunArgs {
     /// How NER sub-words become entities before they are mapped back onto the corpus tokens.
     #[arg(long, default_value = "first", value_parser = parse_aggregation)]
     aggregation: AggregationStrategy,
+    /// How NER labels are chosen before grouping: `iob2` takes the most probable label
+    /// sequence in which every I-x follows B-x or I-x; `argmax` takes each word's best label
+    /// (transformers' behaviour).
+    #[arg(long, default_value = "iob2", value_parser = parse_decoding)]
+    decoding: Decoding,
     /// Arabic normalisation before the model (see `naba predict --help`).
     #[arg(long, default_value = "none", value_parser = parse_normalize)]
     normalize: NormalizeOptions,
@@ -150,6 +155,10 @@ fn parse_aggregation(s: &str) -> Result<AggregationStrategy, String> {
         Ok(a) => Ok(a),
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn parse_decoding(s: &str) -> Result<Decoding, String> {
+    s.parse().map_err(|e| format!("{e}"))
 }
 
 fn parse_normalize(s: &str) -> Result<NormalizeOptions, String> {
@@ -395,6 +404,7 @@ fn predict_ner(
     let bar = progress(sentences.len(), "ner");
     let opts = NerOptions {
         aggregation: run.aggregation,
+        decoding: run.decoding,
         normalize: run.normalize,
         ..NerOptions::default()
     };

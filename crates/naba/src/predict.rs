@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
 use naba_tasks::{
-    aggregate::AggregationStrategy, ClassifyInput, ClassifyOptions, NerOptions, Pipeline,
-    PipelineOptions,
+    aggregate::{AggregationStrategy, Decoding},
+    ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions,
 };
 use naba_text::NormalizeOptions;
 use serde_json::json;
@@ -42,6 +42,11 @@ pub struct PredictArgs {
     /// `first` gives whole words labelled by their first sub-word, as naba's models are trained.
     #[arg(long, default_value = "first", value_parser = parse_aggregation)]
     pub aggregation: AggregationStrategy,
+    /// How NER labels are chosen before grouping: `iob2` takes the most probable label
+    /// sequence in which every I-x follows B-x or I-x; `argmax` takes each word's best label
+    /// (transformers' behaviour).
+    #[arg(long, default_value = "iob2", value_parser = parse_decoding)]
+    pub decoding: Decoding,
     /// Return only the best N labels (topic, stance); default all, best first.
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -83,6 +88,10 @@ pub struct PredictArgs {
 }
 
 fn parse_aggregation(s: &str) -> Result<AggregationStrategy, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_decoding(s: &str) -> Result<Decoding, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 
@@ -222,6 +231,7 @@ fn predict_chunk(
             let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
             let opts = NerOptions {
                 aggregation: args.aggregation,
+                decoding: args.decoding,
                 normalize: args.normalize,
                 trim: !args.no_trim,
                 ..NerOptions::default()

@@ -206,6 +206,30 @@ fn unknown_model_type() {
 }
 
 #[test]
+fn unknown_decoding_names_the_choices() {
+    let out = naba(
+        &[
+            "predict",
+            "--task",
+            "ner",
+            "--model",
+            &ner_model(),
+            "--decoding",
+            "crf",
+            "نص",
+        ],
+        None,
+    );
+    // A usage error: clap's message (plus its pointer to --help), exit code 2.
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown decoding `crf`: expected argmax or iob2"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn wrong_task_for_the_head_and_missing_target() {
     let seq = fixture("bert-seq-cls").to_string_lossy().into_owned();
     assert_error(
