@@ -31,7 +31,8 @@ pub struct PartsManifest {
     pub task: String,
     /// Tensors in `parts.safetensors`; every other tensor comes from the base.
     pub tensors: Vec<String>,
-    /// Storage type of the parts (`f16`, `bf16`, `f32`, or `q8`: see [`quantize_q8`]).
+    /// Storage type of the parts (`f16`, `bf16`, `f32`, `q8`: see [`quantize_q8`], or `q4d`:
+    /// see [`quantize_q4_delta`]).
     pub dtype: String,
 }
 
@@ -72,16 +73,125 @@ pub fn quantize_q8(name: &str, t: &Tensor) -> Result<Vec<(String, Tensor)>> {
     ])
 }
 
-/// Reads a parts file into f32 tensors by name, undoing `q8` storage.
-pub fn load_parts(path: &Path) -> Result<HashMap<String, Tensor>> {
+/// Name suffix of the per-group scales that go with a `q4d` matrix.
+pub const Q4D_SCALE_SUFFIX: &str = ".q4d_scale";
+
+/// Columns that share one `q4d` scale.
+pub const Q4D_GROUP: usize = 32;
+
+/// `q4d` storage of a trained matrix: what training changed (`t - base`), in 4 bits. Each
+/// group of [`Q4D_GROUP`] consecutive values of a row is scaled by its largest magnitude to
+/// integers in [-7, 7]; two are packed per byte (value + 8, even column in the low nibble) under
+/// `<name>`, the scales in f16 under `<name>.q4d_scale` (rows × cols/32). A quarter of f16's
+/// size: fine-tuning all 12 layers of E5-small stores 11.9 MB instead of 42.6 MB. The error
+/// is at most 1/14 of each group's largest *change*, far below the weights themselves, and the
+/// 4-bit base the change is added to is the pinned one (its sha256 is in the manifest).
+/// Matrices whose width is not a multiple of the group, and tensors the base lacks (the
+/// head), fall back to [`quantize_q8`].
+pub fn quantize_q4_delta(
+    name: &str,
+    t: &Tensor,
+    base: Option<&Tensor>,
+) -> Result<Vec<(String, Tensor)>> {
+    let Some(base) = base else {
+        return quantize_q8(name, t);
+    };
+    if t.rank() != 2 || !t.dims2()?.1.is_multiple_of(Q4D_GROUP) {
+        return quantize_q8(name, t);
+    }
+    if base.dims() != t.dims() {
+        bail!(
+            "`{name}` is {:?} but the base's is {:?}: these parts do not fit this base",
+            t.dims(),
+            base.dims()
+        );
+    }
+    let (rows, cols) = t.dims2()?;
+    let delta: Vec<f32> = (t.to_dtype(DType::F32)? - base.to_dtype(DType::F32)?)?
+        .flatten_all()?
+        .to_vec1()?;
+    let mut packed = vec![0u8; rows * cols / 2];
+    let mut scales = Vec::with_capacity(rows * cols / Q4D_GROUP);
+    for (g, group) in delta.chunks(Q4D_GROUP).enumerate() {
+        let max = group.iter().fold(0f32, |m, x| m.max(x.abs()));
+        // Quantize against the scale as stored, so f16 rounding adds no error of its own.
+        let stored = half::f16::from_f32(if max > 0.0 { max / 7.0 } else { 1.0 });
+        scales.push(stored);
+        let scale = stored.to_f32();
+        for (k, x) in group.iter().enumerate() {
+            let q = ((x / scale).round().clamp(-7.0, 7.0) as i32 + 8) as u8;
+            let at = g * Q4D_GROUP + k;
+            packed[at / 2] |= if at.is_multiple_of(2) { q } else { q << 4 };
+        }
+    }
+    Ok(vec![
+        (
+            name.to_string(),
+            Tensor::from_vec(packed, (rows, cols / 2), &Device::Cpu)?,
+        ),
+        (
+            format!("{name}{Q4D_SCALE_SUFFIX}"),
+            Tensor::from_vec(scales, (rows, cols / Q4D_GROUP), &Device::Cpu)?,
+        ),
+    ])
+}
+
+/// Undoes [`quantize_q4_delta`]: `base + unpacked change`.
+fn dequantize_q4_delta(
+    name: &str,
+    packed: &Tensor,
+    scale: &Tensor,
+    base: &Tensor,
+) -> Result<Tensor> {
+    let (rows, half_cols) = packed.dims2()?;
+    let cols = half_cols * 2;
+    if base.dims() != [rows, cols] || scale.dims() != [rows, cols / Q4D_GROUP] {
+        bail!(
+            "`{name}`: stored as {rows}x{cols} with scales {:?}, but the base's is {:?}",
+            scale.dims(),
+            base.dims()
+        );
+    }
+    let bytes: Vec<u8> = packed.flatten_all()?.to_vec1()?;
+    let scales: Vec<f32> = scale.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let mut delta = Vec::with_capacity(rows * cols);
+    for (at, byte) in bytes.iter().flat_map(|b| [b & 0x0f, b >> 4]).enumerate() {
+        delta.push((f32::from(byte) - 8.0) * scales[at / Q4D_GROUP]);
+    }
+    let delta = Tensor::from_vec(delta, (rows, cols), &Device::Cpu)?;
+    Ok((base.to_dtype(DType::F32)? + delta)?)
+}
+
+/// Reads a parts file into f32 tensors by name, undoing `q8` and `q4d` storage. `base` gives
+/// the base's tensor under a part's Hugging Face name (needed for `q4d` only).
+pub fn load_parts(
+    path: &Path,
+    base: &dyn Fn(&str) -> Result<Option<Tensor>>,
+) -> Result<HashMap<String, Tensor>> {
     let (mut raw, _) = load_tensors(path)?;
     let mut out = HashMap::new();
     let names: Vec<String> = raw.keys().cloned().collect();
     for name in names {
-        if name.ends_with(Q8_SCALE_SUFFIX) {
+        if name.ends_with(Q8_SCALE_SUFFIX) || name.ends_with(Q4D_SCALE_SUFFIX) {
             continue;
         }
         let Some(t) = raw.remove(&name) else { continue };
+        if let Some(scale) = raw.get(&format!("{name}{Q4D_SCALE_SUFFIX}")) {
+            if t.dtype() != DType::U8 || t.rank() != 2 {
+                bail!(
+                    "{}: `{name}` has q4d scales but is not a u8 matrix",
+                    path.display()
+                );
+            }
+            let b = base(&name)?.with_context(|| {
+                format!(
+                    "{}: `{name}` is stored as a change to the base, which has no such tensor",
+                    path.display()
+                )
+            })?;
+            out.insert(name.clone(), dequantize_q4_delta(&name, &t, scale, &b)?);
+            continue;
+        }
         let t = match raw.get(&format!("{name}{Q8_SCALE_SUFFIX}")) {
             Some(scale) => {
                 if t.dtype() != DType::U8 || t.rank() != 2 {
@@ -217,25 +327,61 @@ pub fn load_state(path: &Path, opt: &mut crate::optim::AdamW) -> Result<StateMet
     Ok(meta)
 }
 
-/// A trained tensor as a parts file stores it in `dtype` (`U8` meaning `q8`): one tensor, or
-/// for `q8` matrices two (values and row scales).
-pub fn store_part(name: &str, t: &Tensor, dtype: DType) -> Result<Vec<(String, Tensor)>> {
-    if dtype == DType::U8 {
-        quantize_q8(name, t)
-    } else {
-        Ok(vec![(name.to_string(), t.to_dtype(dtype)?)])
+/// How a parts file stores its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// As floats of this type.
+    Float(DType),
+    /// [`quantize_q8`].
+    Q8,
+    /// [`quantize_q4_delta`].
+    Q4Delta,
+}
+
+/// A trained tensor as a parts file stores it: one tensor, or for quantized matrices two
+/// (values and scales). `base` is the base's tensor of the same name, if it has one.
+pub fn store_part(
+    name: &str,
+    t: &Tensor,
+    storage: Storage,
+    base: Option<&Tensor>,
+) -> Result<Vec<(String, Tensor)>> {
+    match storage {
+        Storage::Float(dtype) => Ok(vec![(name.to_string(), t.to_dtype(dtype)?)]),
+        Storage::Q8 => quantize_q8(name, t),
+        Storage::Q4Delta => quantize_q4_delta(name, t, base),
     }
 }
 
-/// The tensor type a parts storage name (`f16`, `bf16`, `f32`, `q8`) maps to.
-pub fn parse_dtype(s: &str) -> Result<DType> {
+/// The storage a parts type name (`f16`, `bf16`, `f32`, `q8`, `q4d`) names.
+pub fn parse_dtype(s: &str) -> Result<Storage> {
     Ok(match s {
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        "f32" => DType::F32,
-        "q8" => DType::U8,
-        other => bail!("unknown parts dtype `{other}`"),
+        "f16" => Storage::Float(DType::F16),
+        "bf16" => Storage::Float(DType::BF16),
+        "f32" => Storage::Float(DType::F32),
+        "q8" => Storage::Q8,
+        "q4d" => Storage::Q4Delta,
+        other => bail!("unknown parts dtype `{other}`: use f16, bf16, f32, q8 or q4d"),
     })
+}
+
+impl Base {
+    /// The base's f32 tensor under a trained model's Hugging Face name
+    /// (`bert.encoder.layer.0.output.dense.weight`), or `None` when the base has no such
+    /// tensor (heads, poolers).
+    pub fn tensor_for(&self, hf_name: &str) -> Result<Option<Tensor>> {
+        let Some(rest) = hf_name
+            .strip_prefix("bert.")
+            .or_else(|| hf_name.strip_prefix("roberta."))
+        else {
+            return Ok(None);
+        };
+        let name = format!("{}{rest}", self.prefix);
+        match self.weights.shape_of(&name) {
+            Some(shape) => Ok(Some(self.weights.tensor(&name, &shape)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// `config.json` for the trained model, as transformers writes one.
@@ -302,10 +448,11 @@ pub fn hf_config(
 pub fn write_parts(
     dir: &Path,
     net: &TrainNet,
+    base: &Base,
     config_json: &serde_json::Value,
     manifest: &PartsManifest,
 ) -> Result<()> {
-    let dtype = parse_dtype(&manifest.dtype)?;
+    let storage = parse_dtype(&manifest.dtype)?;
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -316,7 +463,11 @@ pub fn write_parts(
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for p in net.trainable() {
-        tensors.extend(store_part(&p.name, &p.tensor, dtype)?);
+        let b = match storage {
+            Storage::Q4Delta => base.tensor_for(&p.name)?,
+            _ => None,
+        };
+        tensors.extend(store_part(&p.name, &p.tensor, storage, b.as_ref())?);
     }
     save_tensors(&tmp.join(PARTS_FILE), &tensors, None)?;
     let mut m = manifest.clone();
@@ -443,7 +594,7 @@ pub fn assemble(parts_dir: &Path, out: &Path) -> Result<usize> {
             None => bail!("the base in {} lacks {f}", base.dir.display()),
         }
     }
-    let parts = load_parts(&parts_dir.join(PARTS_FILE))?;
+    let parts = load_parts(&parts_dir.join(PARTS_FILE), &|n| base.tensor_for(n))?;
     let out_prefix = match base.config.architecture {
         Architecture::Bert => "bert.",
         Architecture::XlmRoberta => "roberta.",
@@ -515,6 +666,67 @@ mod tests {
     use super::*;
 
     #[test]
+    fn q4d_parts_store_the_change_from_the_base_within_half_a_step_per_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, cols) = (3, 64);
+        let base: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        // Changes much smaller than the weights, one group left unchanged.
+        let change: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                if i < 32 {
+                    0.0
+                } else {
+                    ((i * 13 % 29) as f32 - 14.0) * 1e-4
+                }
+            })
+            .collect();
+        let trained: Vec<f32> = base.iter().zip(&change).map(|(b, c)| b + c).collect();
+        let base_t = Tensor::from_vec(base.clone(), (rows, cols), &Device::Cpu).unwrap();
+        let t = Tensor::from_vec(trained.clone(), (rows, cols), &Device::Cpu).unwrap();
+        let head = Tensor::from_vec(vec![0.5f32; 2 * 64], (2, 64), &Device::Cpu).unwrap();
+        let mut stored = store_part("bert.m.weight", &t, Storage::Q4Delta, Some(&base_t)).unwrap();
+        assert_eq!(stored[0].1.dims(), [rows, cols / 2], "two values a byte");
+        assert_eq!(stored[1].1.dims(), [rows, cols / Q4D_GROUP]);
+        // No base tensor (a head): stored as q8.
+        stored.extend(store_part("classifier.weight", &head, Storage::Q4Delta, None).unwrap());
+        assert!(stored.iter().any(|(n, _)| n.ends_with(Q8_SCALE_SUFFIX)));
+        let path = dir.path().join(PARTS_FILE);
+        save_tensors(&path, &stored, None).unwrap();
+        let lookup = |n: &str| Ok((n == "bert.m.weight").then(|| base_t.clone()));
+        let back = load_parts(&path, &lookup).unwrap();
+        let got: Vec<f32> = back["bert.m.weight"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (g, group) in change.chunks(Q4D_GROUP).enumerate() {
+            let max = group.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for k in 0..Q4D_GROUP {
+                let at = g * Q4D_GROUP + k;
+                assert!(
+                    (got[at] - trained[at]).abs() <= max / 14.0 + 1e-6,
+                    "{at}: {} vs {}",
+                    got[at],
+                    trained[at]
+                );
+            }
+        }
+        assert_eq!(
+            &got[..32],
+            &base[..32],
+            "an unchanged group comes back as the base"
+        );
+        let h: Vec<Vec<f32>> = back["classifier.weight"].to_vec2().unwrap();
+        assert!(h.iter().flatten().all(|x| (x - 0.5).abs() < 1e-6));
+        // Without the base the change cannot be undone: a clear error, not a wrong model.
+        let err = load_parts(&path, &|_| Ok(None)).unwrap_err().to_string();
+        assert!(err.contains("change to the base"), "{err}");
+        // A base of another shape is refused when storing.
+        let other = Tensor::zeros((rows, 32), DType::F32, &Device::Cpu).unwrap();
+        assert!(store_part("bert.m.weight", &t, Storage::Q4Delta, Some(&other)).is_err());
+    }
+
+    #[test]
     fn q8_parts_round_trip_within_half_a_step_per_row() {
         let dir = tempfile::tempdir().unwrap();
         let w: Vec<f32> = (0..6 * 40)
@@ -530,7 +742,7 @@ mod tests {
         assert_eq!(stored[0].1.dtype(), DType::U8);
         let path = dir.path().join(PARTS_FILE);
         save_tensors(&path, &stored, None).unwrap();
-        let back = load_parts(&path).unwrap();
+        let back = load_parts(&path, &|_| Ok(None)).unwrap();
         assert_eq!(back.len(), 3, "scales are not parts of their own");
         let got: Vec<Vec<f32>> = back["m.weight"].to_vec2().unwrap();
         for (r, row) in got.iter().enumerate() {

@@ -138,8 +138,9 @@ pub struct ModelSpec {
     /// right entity. Off: the bare piece is ignored and the next piece is the first sub-word.
     #[serde(default)]
     pub label_lone_space: bool,
-    /// Storage type of the committed parts: `f16`, `bf16`, `f32`, or `q8` (int8 rows with
-    /// f32 scales; half of f16's size).
+    /// Storage type of the committed parts: `f16`, `bf16`, `f32`, `q8` (int8 rows with
+    /// f32 scales; half of f16's size), or `q4d` (the change from the base in 4 bits, groups
+    /// of 32 with f16 scales; a quarter of f16's size, for runs that train many layers).
     #[serde(default = "default_parts_dtype")]
     pub parts_dtype: String,
     /// Classification: the window serving reads long texts in, written to config.json as
@@ -341,8 +342,8 @@ impl Recipe {
             bail!("learning rates must be positive");
         }
         match self.model.parts_dtype.as_str() {
-            "f16" | "bf16" | "f32" | "q8" => {}
-            other => bail!("model.parts_dtype `{other}`: use f16, bf16, f32 or q8"),
+            "f16" | "bf16" | "f32" | "q8" | "q4d" => {}
+            other => bail!("model.parts_dtype `{other}`: use f16, bf16, f32, q8 or q4d"),
         }
         for (k, w) in &o.class_weights {
             if *w <= 0.0 {

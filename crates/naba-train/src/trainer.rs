@@ -368,6 +368,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
             checkpoint::write_parts(
                 &opts.out.join(BEST_PARTS_DIR),
                 &net,
+                &base,
                 &config_json,
                 &parts_manifest,
             )?;
@@ -402,7 +403,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
     let done = matches!(stop, Stop::Completed | Stop::EarlyStopped);
     if done && opts.finish && opts.out.join(BEST_PARTS_DIR).is_dir() {
         // Score the parts as they will ship (rounded to the parts dtype).
-        load_parts_into(&net, &opts.out.join(BEST_PARTS_DIR))?;
+        load_parts_into(&net, &base, &opts.out.join(BEST_PARTS_DIR))?;
         outcome.best_dev_rounded = Some(evaluate(&net, &dev, recipe, &labels)?);
         for t in &recipe.data.test {
             let split = load_eval_split(recipe, &tokenizer, max_len, t)?;
@@ -834,8 +835,10 @@ pub fn repair_iob2(tags: &mut [String]) {
 }
 
 /// Overwrites the trainable variables with a parts file's tensors (as shipped, so rounded).
-pub fn load_parts_into(net: &TrainNet, parts_dir: &Path) -> Result<()> {
-    let parts = checkpoint::load_parts(&parts_dir.join(checkpoint::PARTS_FILE))?;
+pub fn load_parts_into(net: &TrainNet, base: &checkpoint::Base, parts_dir: &Path) -> Result<()> {
+    let parts = checkpoint::load_parts(&parts_dir.join(checkpoint::PARTS_FILE), &|n| {
+        base.tensor_for(n)
+    })?;
     for p in net.trainable() {
         let t = parts
             .get(&p.name)

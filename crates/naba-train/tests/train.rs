@@ -172,7 +172,7 @@ fn tiny_run_learns_round_trips_and_is_reproducible() {
         1,
     )
     .unwrap();
-    naba_train::trainer::load_parts_into(&net, &a.join(BEST_PARTS_DIR)).unwrap();
+    naba_train::trainer::load_parts_into(&net, &base, &a.join(BEST_PARTS_DIR)).unwrap();
     let rows = vec![vec![2u32, 10, 20, 30, 3]];
     let ours = net.full_forward(&rows, Mode::Infer).unwrap();
     let batch = naba_models::Batch::from_rows(&rows, None, 0, &candle_core::Device::Cpu).unwrap();
