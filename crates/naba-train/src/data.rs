@@ -73,6 +73,84 @@ pub fn carve_dev(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>)
     (train, dev)
 }
 
+/// Sentences per block when a packed dev split is carved (`data.pack_sentences`).
+pub const DEV_BLOCK: usize = 10;
+
+/// Like [`carve_dev`], but dev takes whole blocks of `block` consecutive items (the last block
+/// may be shorter), so dev sentences keep their neighbours. About `fraction` of the blocks, at
+/// least one, go to dev.
+pub fn carve_dev_blocks(
+    n: usize,
+    fraction: f64,
+    seed: u64,
+    block: usize,
+) -> (Vec<usize>, Vec<usize>) {
+    let block = block.max(1);
+    let mut blocks: Vec<usize> = (0..n.div_ceil(block)).collect();
+    Rng::derive(seed, 1, 0).shuffle(&mut blocks);
+    let n_dev = (((blocks.len() as f64) * fraction).round() as usize).clamp(1, blocks.len());
+    let mut in_dev = vec![false; n];
+    for &b in &blocks[..n_dev.min(blocks.len())] {
+        for flag in &mut in_dev[b * block..((b + 1) * block).min(n)] {
+            *flag = true;
+        }
+    }
+    (0..n).partition(|&i| !in_dev[i])
+}
+
+/// Joins runs of consecutive items of `sentences` (given by ascending `indices` into it) into
+/// packed sentences of at most `max_len` sub-words with the special tokens: a new pack starts at
+/// a gap in the indices or when the next sentence would not fit. A sentence too long for the
+/// window stays alone (and is cut by [`ner_split`]). The pack keeps the first sentence's id and
+/// line; its tokens, tags and lines are the members' in order.
+pub fn pack_sentences(
+    sentences: &[NerSentence],
+    indices: &[usize],
+    tok: &Tokenizer,
+    max_len: usize,
+    prefix: &str,
+) -> Result<Vec<NerSentence>> {
+    // The specials and the prefix are counted once per pack, not once per sentence.
+    let overhead = 2 + prefix_pieces(tok, prefix)?;
+    let mut packs: Vec<NerSentence> = Vec::new();
+    let mut used = 0usize;
+    let mut last: Option<usize> = None;
+    for &i in indices {
+        let s = sentences
+            .get(i)
+            .with_context(|| format!("sentence index {i} is out of range"))?;
+        let (ids, _, _) = encode_words(tok, &s.tokens, 0, s.tokens.len(), prefix, false)?;
+        let own = ids.len().saturating_sub(overhead);
+        let joins = last.is_some_and(|l| l + 1 == i) && used + own <= max_len;
+        match packs.last_mut() {
+            Some(pack) if joins => {
+                pack.tokens.extend(s.tokens.iter().cloned());
+                pack.tags.extend(s.tags.iter().cloned());
+                pack.token_lines.extend(s.token_lines.iter().copied());
+                pack.raw_lines.extend(s.raw_lines.iter().cloned());
+                used += own;
+            }
+            _ => {
+                packs.push(s.clone());
+                used = ids.len();
+            }
+        }
+        last = Some(i);
+    }
+    Ok(packs)
+}
+
+/// Sub-words the prefix alone takes (0 without one).
+fn prefix_pieces(tok: &Tokenizer, prefix: &str) -> Result<usize> {
+    if prefix.is_empty() {
+        return Ok(0);
+    }
+    let enc = tok
+        .encode_char_offsets(prefix, false)
+        .map_err(|e| anyhow::anyhow!("the tokenizer failed on the prefix `{prefix}`: {e}"))?;
+    Ok(enc.len())
+}
+
 /// Turns NER sentences into windows.
 pub fn ner_split(
     sentences: &[&NerSentence],

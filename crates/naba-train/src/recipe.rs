@@ -66,6 +66,13 @@ pub struct DataSpec {
     pub dev: Option<PathBuf>,
     #[serde(default = "default_dev_fraction")]
     pub dev_fraction: f64,
+    /// Token classification: join runs of consecutive sentences into examples of up to
+    /// `max_length` sub-words, so every sentence is learned with its neighbours around it, as
+    /// serving reads whole articles. Costs nothing per token. A carved dev split is then made of
+    /// blocks of consecutive sentences (packed the same way), and dev and test files are packed
+    /// too, so checkpoints are chosen with the context they will be used with.
+    #[serde(default)]
+    pub pack_sentences: bool,
     /// Files scored once with the best checkpoint at the end, for the model card. Never used
     /// for any choice.
     #[serde(default)]
@@ -318,6 +325,9 @@ impl Recipe {
         }
         if self.data.dev.is_none() && self.data.dev_fraction <= 0.0 {
             bail!("give data.dev or a data.dev_fraction above 0: the trainer picks checkpoints on dev");
+        }
+        if self.data.pack_sentences && self.task != Task::TokenClassification {
+            bail!("data.pack_sentences is for token classification (CoNLL sentences)");
         }
         if self.model.window.is_some_and(|w| w < 8) {
             bail!("model.window must be at least 8 tokens");

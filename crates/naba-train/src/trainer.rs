@@ -480,22 +480,34 @@ fn load_splits(
     match recipe.task {
         Task::TokenClassification => {
             let train_all = data::read_conll_sentences(&d.train)?;
+            let pack = |all: &[naba_eval::NerSentence], idx: &[usize]| {
+                if d.pack_sentences {
+                    data::pack_sentences(all, idx, tok, max_len, &d.prefix)
+                } else {
+                    Ok(idx.iter().map(|&i| all[i].clone()).collect())
+                }
+            };
             let (mut train_idx, dev_sents) = match &d.dev {
-                Some(dev) => (
-                    (0..train_all.len()).collect(),
-                    data::read_conll_sentences(dev)?,
-                ),
+                Some(dev) => {
+                    let dev = data::read_conll_sentences(dev)?;
+                    let all: Vec<usize> = (0..dev.len()).collect();
+                    ((0..train_all.len()).collect(), pack(&dev, &all)?)
+                }
                 None => {
-                    let (t, dv) = data::carve_dev(train_all.len(), d.dev_fraction, recipe.seed);
-                    let dev: Vec<_> = dv.iter().map(|&i| train_all[i].clone()).collect();
-                    (t, dev)
+                    let (t, dv) = if d.pack_sentences {
+                        let (n, f) = (train_all.len(), d.dev_fraction);
+                        data::carve_dev_blocks(n, f, recipe.seed, data::DEV_BLOCK)
+                    } else {
+                        data::carve_dev(train_all.len(), d.dev_fraction, recipe.seed)
+                    };
+                    (t, pack(&train_all, &dv)?)
                 }
             };
             if let Some(n) = d.limit_train {
                 train_idx.truncate(n);
             }
-            let train_refs: Vec<&naba_eval::NerSentence> =
-                train_idx.iter().map(|&i| &train_all[i]).collect();
+            let train_sents = pack(&train_all, &train_idx)?;
+            let train_refs: Vec<&naba_eval::NerSentence> = train_sents.iter().collect();
             let dev_refs: Vec<&naba_eval::NerSentence> = dev_sents.iter().collect();
             let la = recipe.model.label_all_subwords;
             let ls = recipe.model.label_lone_space;
@@ -545,7 +557,11 @@ fn load_eval_split(
     let d = &recipe.data;
     match recipe.task {
         Task::TokenClassification => {
-            let s = data::read_conll_sentences(path)?;
+            let mut s = data::read_conll_sentences(path)?;
+            if d.pack_sentences {
+                let all: Vec<usize> = (0..s.len()).collect();
+                s = data::pack_sentences(&s, &all, tok, max_len, &d.prefix)?;
+            }
             let refs: Vec<&naba_eval::NerSentence> = s.iter().collect();
             // Scoring always labels first sub-words, whatever training did.
             let ls = recipe.model.label_lone_space;

@@ -122,6 +122,11 @@ struct RunArgs {
     /// (transformers' behaviour).
     #[arg(long, default_value = "iob2", value_parser = parse_decoding)]
     decoding: Decoding,
+    /// NER: read runs of consecutive corpus sentences together, as passages of up to N words,
+    /// so each sentence is labelled with its neighbours as context (0: each sentence alone).
+    /// Scores stay per sentence. For models trained with `data.pack_sentences`.
+    #[arg(long, default_value_t = 0)]
+    pack_words: usize,
     /// Arabic normalisation before the model (see `naba predict --help`).
     #[arg(long, default_value = "none", value_parser = parse_normalize)]
     normalize: NormalizeOptions,
@@ -394,8 +399,9 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Runs NER over each sentence (its tokens joined by spaces) and turns the entities back into
-/// one IOB2 tag per corpus token: the first token an entity touches gets `B-`, the rest `I-`.
+/// Runs NER over each sentence (its tokens joined by spaces), or over passages of consecutive
+/// sentences with `--pack-words`, and turns the entities back into one IOB2 tag per corpus
+/// token: the first token of a sentence an entity touches gets `B-`, the rest `I-`.
 fn predict_ner(
     pipeline: &Pipeline,
     sentences: &[naba_eval::NerSentence],
@@ -411,19 +417,25 @@ fn predict_ner(
     let mut tags = Vec::with_capacity(sentences.len());
     let mut timings = Vec::with_capacity(sentences.len());
     let mut failures = Failures::default();
-    for chunk in sentences.chunks(run.batch_size.max(1)) {
+    let passages = passages(sentences, run.pack_words);
+    for chunk in passages.chunks(run.batch_size.max(1)) {
         let mut texts = Vec::with_capacity(chunk.len());
         let mut spans = Vec::with_capacity(chunk.len());
-        for s in chunk {
+        for members in chunk {
             let mut text = String::new();
-            let mut sp = Vec::with_capacity(s.tokens.len());
-            for (i, tok) in s.tokens.iter().enumerate() {
-                if i > 0 {
-                    text.push(' ');
+            // Per sentence of the passage, the character span of each of its tokens.
+            let mut sp: Vec<Vec<(usize, usize)>> = Vec::with_capacity(members.len());
+            for s in &sentences[members.clone()] {
+                let mut own = Vec::with_capacity(s.tokens.len());
+                for tok in &s.tokens {
+                    if !text.is_empty() {
+                        text.push(' ');
+                    }
+                    let start = text.chars().count();
+                    text.push_str(tok);
+                    own.push((start, start + tok.chars().count()));
                 }
-                let start = text.chars().count();
-                text.push_str(tok);
-                sp.push((start, start + tok.chars().count()));
+                sp.push(own);
             }
             texts.push(text);
             spans.push(sp);
@@ -431,33 +443,57 @@ fn predict_ner(
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let t = Instant::now();
         let results = pipeline.ner(&refs, &opts);
-        let each = t.elapsed() / chunk.len() as u32;
-        for ((res, sp), s) in results.into_iter().zip(&spans).zip(chunk) {
-            let mut row = vec!["O".to_string(); sp.len()];
+        let n_sentences: usize = chunk.iter().map(|m| m.len()).sum();
+        let each = t.elapsed() / n_sentences.max(1) as u32;
+        for ((res, sp), members) in results.into_iter().zip(&spans).zip(chunk) {
             let entities = match res {
                 Ok(out) => out.entities,
                 Err(e) => {
-                    failures.note(s.line, &e.to_string());
+                    failures.note(sentences[members.start].line, &e.to_string());
                     Vec::new()
                 }
             };
-            for e in &entities {
-                let mut first = true;
-                for (i, (a, b)) in sp.iter().enumerate() {
-                    if *a < e.end && e.start < *b && row[i] == "O" {
-                        row[i] = format!("{}-{}", if first { "B" } else { "I" }, e.label);
-                        first = false;
+            for own in sp {
+                let mut row = vec!["O".to_string(); own.len()];
+                for e in &entities {
+                    let mut first = true;
+                    for (i, (a, b)) in own.iter().enumerate() {
+                        if *a < e.end && e.start < *b && row[i] == "O" {
+                            row[i] = format!("{}-{}", if first { "B" } else { "I" }, e.label);
+                            first = false;
+                        }
                     }
                 }
+                tags.push(row);
+                timings.push(each);
             }
-            tags.push(row);
-            timings.push(each);
         }
-        bar.inc(chunk.len() as u64);
+        bar.inc(n_sentences as u64);
     }
     bar.finish_and_clear();
     failures.warn("sentences", "no entities (all `O`)");
     Ok((tags, timings))
+}
+
+/// Runs of consecutive sentences of at most `max_words` words together (a longer sentence
+/// alone); `0` gives every sentence its own passage.
+fn passages(sentences: &[naba_eval::NerSentence], max_words: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut words = 0;
+    for (i, s) in sentences.iter().enumerate() {
+        let n = s.tokens.len();
+        match out.last_mut() {
+            Some(p) if max_words > 0 && words + n <= max_words => {
+                p.end = i + 1;
+                words += n;
+            }
+            _ => {
+                out.push(i..i + 1);
+                words = n;
+            }
+        }
+    }
+    out
 }
 
 fn predict_classes(
@@ -679,4 +715,31 @@ fn sanitize(name: &str) -> String {
         .collect::<String>()
         .trim_matches('_')
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passages;
+
+    fn sentence(words: usize) -> naba_eval::NerSentence {
+        naba_eval::NerSentence {
+            id: String::new(),
+            line: 1,
+            tokens: vec!["كلمة".to_string(); words],
+            tags: vec!["O".to_string(); words],
+            token_lines: vec![1; words],
+            raw_lines: vec![String::new(); words],
+        }
+    }
+
+    #[test]
+    fn passages_join_consecutive_sentences_up_to_the_word_budget() {
+        let s: Vec<_> = [3, 4, 2, 9, 1, 1].into_iter().map(sentence).collect();
+        assert_eq!(passages(&s, 0), vec![0..1, 1..2, 2..3, 3..4, 4..5, 5..6]);
+        // 3+4+2 = 9 fit in 9; the 9-word sentence fills its own; 1+1 share one.
+        assert_eq!(passages(&s, 9), vec![0..3, 3..4, 4..6]);
+        // A sentence over the budget still gets a passage of its own.
+        assert_eq!(passages(&s, 5), vec![0..1, 1..2, 2..3, 3..4, 4..6]);
+        assert!(passages(&[], 10).is_empty());
+    }
 }

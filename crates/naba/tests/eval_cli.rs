@@ -89,6 +89,60 @@ fn ner_report_with_bad_sentences() {
 }
 
 #[test]
+fn packed_passages_are_scored_per_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("mini.txt");
+    let sentences = [
+        "زار O\nجو B-PERS\nبايدن I-PERS\nموسكو B-LOC",
+        "في O\nمصر B-LOC",
+        "شركة B-ORG\nأبل I-ORG",
+    ];
+    std::fs::write(&data, sentences.join("\n\n") + "\n").unwrap();
+    for pack in ["0", "50"] {
+        let report = tmp.path().join(format!("report-{pack}"));
+        let (ok, _, err) = naba(&[
+            "eval",
+            "--task",
+            "ner",
+            "--data",
+            &data.to_string_lossy(),
+            "--model",
+            &fixture("bert-token-cls"),
+            "--report-dir",
+            &report.to_string_lossy(),
+            "--bootstrap",
+            "0",
+            "--pack-words",
+            pack,
+        ]);
+        assert!(ok, "{err}");
+        let conll = std::fs::read_to_string(report.join("predictions.conll")).unwrap();
+        let blocks: Vec<&str> = conll.trim_end().split("\n\n").collect();
+        assert_eq!(
+            blocks.len(),
+            3,
+            "one block per sentence, packed or not:\n{conll}"
+        );
+        for (block, gold) in blocks.iter().zip(sentences) {
+            assert_eq!(block.lines().count(), gold.lines().count());
+            // Each sentence's own tags are valid IOB2: an entity cut by a sentence boundary
+            // starts again with B- in the next sentence.
+            let mut prev = "O".to_string();
+            for line in block.lines() {
+                let tag = line.split_whitespace().last().unwrap_or("O").to_string();
+                if let Some(t) = tag.strip_prefix("I-") {
+                    assert!(
+                        prev.ends_with(t) && prev != "O",
+                        "{tag} after {prev} in {block}"
+                    );
+                }
+                prev = tag;
+            }
+        }
+    }
+}
+
+#[test]
 fn stance_report_from_csv_and_compare() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("pairs.csv");
