@@ -73,7 +73,8 @@ pub fn carve_dev(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>)
     (train, dev)
 }
 
-/// Sentences per block when a packed dev split is carved (`data.pack_sentences`).
+/// Sentences per block when a packed dev split is carved (`data.pack_sentences`) and
+/// `data.dev_block` does not say otherwise.
 pub const DEV_BLOCK: usize = 10;
 
 /// Like [`carve_dev`], but dev takes whole blocks of `block` consecutive items (the last block

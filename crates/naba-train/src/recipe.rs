@@ -73,6 +73,11 @@ pub struct DataSpec {
     /// too, so checkpoints are chosen with the context they will be used with.
     #[serde(default)]
     pub pack_sentences: bool,
+    /// Token classification with a carved dev: dev takes blocks of this many consecutive
+    /// sentences (default 10 with `pack_sentences`, else 1). Set it to 10 without packing to
+    /// train a baseline on exactly the split a packed run uses.
+    #[serde(default)]
+    pub dev_block: Option<usize>,
     /// Files scored once with the best checkpoint at the end, for the model card. Never used
     /// for any choice.
     #[serde(default)]
@@ -326,8 +331,13 @@ impl Recipe {
         if self.data.dev.is_none() && self.data.dev_fraction <= 0.0 {
             bail!("give data.dev or a data.dev_fraction above 0: the trainer picks checkpoints on dev");
         }
-        if self.data.pack_sentences && self.task != Task::TokenClassification {
-            bail!("data.pack_sentences is for token classification (CoNLL sentences)");
+        if (self.data.pack_sentences || self.data.dev_block.is_some())
+            && self.task != Task::TokenClassification
+        {
+            bail!("data.pack_sentences and data.dev_block are for token classification (CoNLL sentences)");
+        }
+        if self.data.dev_block == Some(0) {
+            bail!("data.dev_block must be at least 1 sentence");
         }
         if self.model.window.is_some_and(|w| w < 8) {
             bail!("model.window must be at least 8 tokens");

@@ -494,11 +494,13 @@ fn load_splits(
                     ((0..train_all.len()).collect(), pack(&dev, &all)?)
                 }
                 None => {
-                    let (t, dv) = if d.pack_sentences {
-                        let (n, f) = (train_all.len(), d.dev_fraction);
-                        data::carve_dev_blocks(n, f, recipe.seed, data::DEV_BLOCK)
-                    } else {
-                        data::carve_dev(train_all.len(), d.dev_fraction, recipe.seed)
+                    let default_block = if d.pack_sentences { data::DEV_BLOCK } else { 1 };
+                    let (t, dv) = match d.dev_block.unwrap_or(default_block) {
+                        1 => data::carve_dev(train_all.len(), d.dev_fraction, recipe.seed),
+                        block => {
+                            let (n, f) = (train_all.len(), d.dev_fraction);
+                            data::carve_dev_blocks(n, f, recipe.seed, block)
+                        }
                     };
                     (t, pack(&train_all, &dv)?)
                 }

@@ -123,4 +123,11 @@ save_every = 0
         .unwrap_err()
         .to_string();
     assert!(err.contains("pack_sentences"), "{err}");
+    let zero = text.replace("pack_sentences = true", "dev_block = 0");
+    let err = toml::from_str::<Recipe>(&zero)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dev_block"), "{err}");
 }
