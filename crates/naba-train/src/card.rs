@@ -36,12 +36,23 @@ pub fn model_card(
     for (f, h) in &base.sha256 {
         writeln!(s, "- `{f}` sha256 `{h}`")?;
     }
+    let trained = if recipe.model.train_layers >= base.config.num_layers {
+        format!(
+            "all {} layers and the head (the embeddings are the base's, unchanged)",
+            base.config.num_layers
+        )
+    } else {
+        format!(
+            "the top {} of {} layers and the head (the embeddings and lower layers are the \
+             base's, unchanged)",
+            recipe.model.train_layers, base.config.num_layers
+        )
+    };
     writeln!(
         s,
-        "\nTrained: the top {} of {} layers and the head (the embeddings and lower layers are the \
-         base's, unchanged). Shipped as parts in {} over the base; `naba models fetch` assembles a \
-         full Hugging Face-layout checkpoint.\n",
-        recipe.model.train_layers, base.config.num_layers, recipe.model.parts_dtype
+        "\nTrained: {trained}. Shipped as parts in {} over the base; `naba models fetch` \
+         assembles a full Hugging Face-layout checkpoint.\n",
+        recipe.model.parts_dtype
     )?;
     writeln!(s, "## Data\n")?;
     writeln!(s, "- train: `{}`", recipe.data.train.display())?;
@@ -64,11 +75,18 @@ pub fn model_card(
     writeln!(s, "\n## Command\n\n```\n{}\n```\n", opts.command)?;
     writeln!(
         s,
-        "Training time: {:.0} s of training ({:.1} min) plus {:.0} s caching the frozen layers; \
-         {:.0} s wall for the last session (2-core CPU).\n",
+        "Training time: {:.0} s of training ({:.1} min){}; {:.0} s wall for the last session \
+         (2-core CPU).\n",
         m.train_seconds,
         m.train_seconds / 60.0,
-        outcome.cache_seconds,
+        if recipe.model.train_layers >= base.config.num_layers {
+            String::from(" (no frozen layers to cache)")
+        } else {
+            format!(
+                " plus {:.0} s caching the frozen layers",
+                outcome.cache_seconds
+            )
+        },
         wall_seconds
     )?;
     writeln!(s, "## Dev by epoch\n")?;
