@@ -62,6 +62,7 @@
 //! that is valid IOB2 (Viterbi over log-probabilities; `I-x` only after `B-x` or `I-x`).
 //! Grouping and everything after it are unchanged.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -490,11 +491,12 @@ struct PreEntity<'a> {
 }
 
 /// A labelled token or word before grouping.
-struct Labelled {
+struct Labelled<'a> {
     label: usize,
     score: f32,
-    /// The scores the label was chosen from (the token's, or the word's per its strategy).
-    row: Vec<f32>,
+    /// The scores the label was chosen from (the token's, or the word's per its strategy);
+    /// borrowed unless it is a mean.
+    row: Cow<'a, [f32]>,
     start: usize,
     end: usize,
     index: Option<usize>,
@@ -519,7 +521,7 @@ fn aggregate_window(
                 Labelled {
                     label,
                     score,
-                    row: p.scores.to_vec(),
+                    row: Cow::Borrowed(p.scores),
                     start: p.start,
                     end: p.end,
                     index: Some(p.index),
@@ -611,7 +613,7 @@ fn best(scores: &[f32]) -> (usize, f32) {
 
 /// Gathers tokens into words (a new word at every token that is not a sub-word) and labels
 /// each word.
-fn aggregate_words(pre: &[PreEntity<'_>], strategy: AggregationStrategy) -> Vec<Labelled> {
+fn aggregate_words<'a>(pre: &[PreEntity<'a>], strategy: AggregationStrategy) -> Vec<Labelled<'a>> {
     let mut words = Vec::new();
     let mut word_start = 0;
     for i in 1..=pre.len() {
@@ -625,7 +627,10 @@ fn aggregate_words(pre: &[PreEntity<'_>], strategy: AggregationStrategy) -> Vec<
     words
 }
 
-fn aggregate_word(tokens: &[PreEntity<'_>], strategy: AggregationStrategy) -> Option<Labelled> {
+fn aggregate_word<'a>(
+    tokens: &[PreEntity<'a>],
+    strategy: AggregationStrategy,
+) -> Option<Labelled<'a>> {
     let first = tokens.first()?;
     let last = tokens.last()?;
     let (label, score, row) = match strategy {
@@ -642,17 +647,17 @@ fn aggregate_word(tokens: &[PreEntity<'_>], strategy: AggregationStrategy) -> Op
                 }
             }
             let (label, score) = best(chosen.scores);
-            (label, score, chosen.scores.to_vec())
+            (label, score, Cow::Borrowed(chosen.scores))
         }
         AggregationStrategy::Average => {
             let mean = mean_rows(tokens);
             let (label, score) = best(&mean);
-            (label, score, mean)
+            (label, score, Cow::Owned(mean))
         }
         // First, and (unreachable) None/Simple.
         _ => {
             let (label, score) = best(first.scores);
-            (label, score, first.scores.to_vec())
+            (label, score, Cow::Borrowed(first.scores))
         }
     };
     Some(Labelled {
@@ -691,8 +696,8 @@ fn mean_rows(tokens: &[PreEntity<'_>]) -> Vec<f32> {
 }
 
 /// Replaces the argmax labels of one window by its most probable valid IOB2 sequence.
-fn relabel_iob2(labelled: &mut [Labelled], id2label: &[String]) {
-    let rows: Vec<&[f32]> = labelled.iter().map(|l| l.row.as_slice()).collect();
+fn relabel_iob2(labelled: &mut [Labelled<'_>], id2label: &[String]) {
+    let rows: Vec<&[f32]> = labelled.iter().map(|l| l.row.as_ref()).collect();
     let Some(path) = iob2_viterbi(&rows, id2label) else {
         return;
     };
@@ -706,16 +711,21 @@ fn relabel_iob2(labelled: &mut [Labelled], id2label: &[String]) {
 /// `B-x` or `I-x`; `None` when there are no rows or no valid sequence (a label set of `I-`
 /// labels only), and the caller keeps argmax.
 fn iob2_viterbi(rows: &[&[f32]], id2label: &[String]) -> Option<Vec<usize>> {
-    // For each label, the tag an `I-` label continues; `None` for labels free to go anywhere.
+    // Which labels may start a window, and which may follow which: an `I-x` only after `B-x`
+    // or `I-x`; every other label anywhere.
+    let n_labels = id2label.len();
     let inside: Vec<Option<&str>> = id2label.iter().map(|l| l.strip_prefix("I-")).collect();
-    let tag_of = |label: usize| -> Option<&str> {
-        let name = id2label[label].as_str();
-        name.strip_prefix("B-").or_else(|| name.strip_prefix("I-"))
-    };
-    let allowed = |prev: Option<usize>, cur: usize| match inside[cur] {
-        None => true,
-        Some(tag) => prev.is_some_and(|p| tag_of(p) == Some(tag)),
-    };
+    let tag: Vec<Option<&str>> = id2label
+        .iter()
+        .map(|l| l.strip_prefix("B-").or_else(|| l.strip_prefix("I-")))
+        .collect();
+    let can_start: Vec<bool> = inside.iter().map(Option::is_none).collect();
+    let can_follow: Vec<bool> = (0..n_labels * n_labels)
+        .map(|k| {
+            let (prev, cur) = (k / n_labels, k % n_labels);
+            inside[cur].is_none() || inside[cur] == tag[prev]
+        })
+        .collect();
     // NaN or zero probabilities must not win, nor poison the sums.
     let log = |p: f32| {
         if p.is_nan() {
@@ -724,11 +734,10 @@ fn iob2_viterbi(rows: &[&[f32]], id2label: &[String]) -> Option<Vec<usize>> {
             f64::from(p.max(0.0)).ln()
         }
     };
-    let n_labels = id2label.len();
     let first = rows.first()?;
     let mut score: Vec<f64> = (0..n_labels)
         .map(|j| {
-            if allowed(None, j) {
+            if can_start[j] {
                 log(first.get(j).copied().unwrap_or(f32::NAN))
             } else {
                 f64::NEG_INFINITY
@@ -743,7 +752,7 @@ fn iob2_viterbi(rows: &[&[f32]], id2label: &[String]) -> Option<Vec<usize>> {
             let emit = log(row.get(j).copied().unwrap_or(f32::NAN));
             for (i, &prev) in score.iter().enumerate() {
                 // `>` keeps the lowest label index on ties, as argmax does.
-                if allowed(Some(i), j) && prev + emit > *slot {
+                if can_follow[i * n_labels + j] && prev + emit > *slot {
                     *slot = prev + emit;
                     *origin = i;
                 }
@@ -785,7 +794,7 @@ fn group_label(label: &str) -> &str {
 
 fn group_entities(
     sentence: &Sentence<'_>,
-    labelled: &[Labelled],
+    labelled: &[Labelled<'_>],
     id2label: &[String],
 ) -> Vec<Entity> {
     let mut groups = Vec::new();
@@ -808,7 +817,7 @@ fn group_entities(
 
 fn group_sub_entities(
     sentence: &Sentence<'_>,
-    members: &[Labelled],
+    members: &[Labelled<'_>],
     id2label: &[String],
 ) -> Option<Entity> {
     let first = members.first()?;
