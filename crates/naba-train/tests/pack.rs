@@ -4,16 +4,10 @@
 use naba_train::data::{
     carve_dev, carve_dev_blocks, encode_words, pack_sentences, read_conll_sentences,
 };
-use naba_train::{train, Recipe, Stop, TrainOptions};
-use std::path::{Path, PathBuf};
+use naba_train::{train, Recipe, Stop};
 
-fn fixture_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../naba-tasks/tests/fixtures/parity/bert-token-cls")
-}
-
-fn fixture_conll() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.conll")
-}
+mod common;
+use common::{fixture_conll, fixture_model, opts};
 
 #[test]
 fn dev_blocks_are_whole_runs_of_consecutive_sentences() {
@@ -100,19 +94,7 @@ save_every = 0
     let r: Recipe = toml::from_str(&text).unwrap();
     r.validate().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let out = train(
-        &r,
-        &TrainOptions {
-            out: tmp.path().join("run"),
-            resume: false,
-            max_steps: None,
-            progress: false,
-            stop: None,
-            command: "test".into(),
-            finish: true,
-        },
-    )
-    .unwrap();
+    let out = train(&r, &opts(&tmp.path().join("run"))).unwrap();
     assert_eq!(out.stop, Stop::Completed);
     assert_eq!(out.meta.history.len(), 2);
     // Classification recipes refuse the option.

@@ -6,16 +6,11 @@ use naba_models::{LoadOptions, Model, SourceKind};
 use naba_train::checkpoint::{load_tensors, PARTS_FILE};
 use naba_train::net::{HeadType, Mode, TrainNet};
 use naba_train::trainer::{BEST_PARTS_DIR, MODEL_DIR};
-use naba_train::{train, Recipe, Stop, TrainOptions};
-use std::path::{Path, PathBuf};
+use naba_train::{train, Recipe, Stop};
+use std::path::Path;
 
-fn fixture_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../naba-tasks/tests/fixtures/parity/bert-token-cls")
-}
-
-fn fixture_conll() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.conll")
-}
+mod common;
+use common::{fixture_conll, fixture_model, opts};
 
 fn recipe(epochs: usize, dtype: &str) -> Recipe {
     let text = format!(
@@ -49,18 +44,6 @@ class_weights = {{ ORG = 2.0 }}
     let r: Recipe = toml::from_str(&text).expect("recipe parses");
     r.validate().expect("recipe is valid");
     r
-}
-
-fn opts(out: &Path) -> TrainOptions {
-    TrainOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        max_steps: None,
-        progress: false,
-        stop: None,
-        command: "test".into(),
-        finish: true,
-    }
 }
 
 fn parts(out: &Path) -> Vec<(String, Vec<f32>)> {

@@ -423,6 +423,8 @@ fn predict_ner(
         let mut spans = Vec::with_capacity(chunk.len());
         for members in chunk {
             let mut text = String::new();
+            // Characters written so far: offsets without recounting the passage per token.
+            let mut chars = 0;
             // Per sentence of the passage, the character span of each of its tokens.
             let mut sp: Vec<Vec<(usize, usize)>> = Vec::with_capacity(members.len());
             for s in &sentences[members.clone()] {
@@ -430,10 +432,12 @@ fn predict_ner(
                 for tok in &s.tokens {
                     if !text.is_empty() {
                         text.push(' ');
+                        chars += 1;
                     }
-                    let start = text.chars().count();
+                    let start = chars;
                     text.push_str(tok);
-                    own.push((start, start + tok.chars().count()));
+                    chars += tok.chars().count();
+                    own.push((start, chars));
                 }
                 sp.push(own);
             }
