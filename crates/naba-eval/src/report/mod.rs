@@ -57,6 +57,9 @@ pub struct RunInfo {
     pub timestamp: String,
     /// The label map applied, in `a=b,c=d` form, if any.
     pub label_map: Option<String>,
+    /// Settings that change the predictions (`decoding`, `pack_words`, ...), so a report says
+    /// how to reproduce it.
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 impl RunInfo {
@@ -68,6 +71,7 @@ impl RunInfo {
             naba_version: env!("CARGO_PKG_VERSION").to_string(),
             timestamp: now_rfc3339(),
             label_map: None,
+            settings: Default::default(),
         }
     }
 }
@@ -442,6 +446,7 @@ fn metrics_file(
         model: info.model,
         data_path: info.data_path,
         label_map: info.label_map,
+        settings: info.settings,
         sample,
         bootstrap: bootstrap_info(cfg, unit),
         scores,

@@ -171,6 +171,9 @@ pub struct MetricsFile {
     pub data_path: String,
     /// The label map applied to the data, `a=b,c=d`; `null` when none.
     pub label_map: Option<String>,
+    /// Settings that change the predictions (`decoding`, `pack_words`, ...); omitted when none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub settings: std::collections::BTreeMap<String, String>,
     /// `--limit`/`--seed` sampling; `null` when the whole file was used.
     pub sample: Option<SampleInfo>,
     /// Bootstrap settings.
