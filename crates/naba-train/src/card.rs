@@ -54,24 +54,7 @@ pub fn model_card(
          assembles a full Hugging Face-layout checkpoint.\n",
         recipe.model.parts_dtype
     )?;
-    writeln!(s, "## Data\n")?;
-    writeln!(s, "- train: `{}`", recipe.data.train.display())?;
-    match &recipe.data.dev {
-        Some(d) => writeln!(s, "- dev: `{}`", d.display())?,
-        None => writeln!(
-            s,
-            "- dev: {:.0}% of the training file's items, drawn with seed {} (never trained on)",
-            recipe.data.dev_fraction * 100.0,
-            recipe.seed
-        )?,
-    }
-    for t in &recipe.data.test {
-        writeln!(
-            s,
-            "- test (scored once at the end, never used for a choice): `{}`",
-            t.display()
-        )?;
-    }
+    s.push_str(&data_section(recipe)?);
     writeln!(s, "\n## Command\n\n```\n{}\n```\n", opts.command)?;
     writeln!(
         s,
@@ -161,4 +144,85 @@ pub fn model_card(
     )?;
     writeln!(s, "## Recipe\n\n```toml\n{}```", recipe.to_toml()?)?;
     Ok(s)
+}
+
+/// The card's Data section: where train, dev and test came from and how dev was carved.
+fn data_section(recipe: &Recipe) -> Result<String> {
+    let mut s = String::new();
+    writeln!(s, "## Data\n")?;
+    writeln!(s, "- train: `{}`", recipe.data.train.display())?;
+    if recipe.data.pack_sentences {
+        writeln!(
+            s,
+            "- packed: runs of consecutive sentences share one window of up to {} sub-words \
+             (train, dev and test alike), so each sentence is read with its neighbours",
+            recipe.data.max_length
+        )?;
+    }
+    match &recipe.data.dev {
+        Some(d) => writeln!(s, "- dev: `{}`", d.display())?,
+        None => {
+            let default_block = if recipe.data.pack_sentences {
+                crate::data::DEV_BLOCK
+            } else {
+                1
+            };
+            let block = recipe.data.dev_block.unwrap_or(default_block);
+            let unit = if block > 1 {
+                format!(" in blocks of {block} consecutive sentences")
+            } else {
+                String::new()
+            };
+            writeln!(
+                s,
+                "- dev: {:.0}% of the training file's items{unit}, drawn with seed {} (never trained on)",
+                recipe.data.dev_fraction * 100.0,
+                recipe.seed
+            )?
+        }
+    }
+    for t in &recipe.data.test {
+        writeln!(
+            s,
+            "- test (scored once at the end, never used for a choice): `{}`",
+            t.display()
+        )?;
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_section_says_how_dev_was_carved() {
+        let mut r: Recipe = toml::from_str(
+            r#"name = "x"
+            task = "token-classification"
+            base = "b"
+            [data]
+            train = "t.txt"
+            labels = ["O", "B-LOC", "I-LOC"]
+            "#,
+        )
+        .unwrap();
+        let plain = data_section(&r).unwrap();
+        assert!(
+            plain.contains("10% of the training file's items, drawn"),
+            "{plain}"
+        );
+        assert!(!plain.contains("packed"), "{plain}");
+        r.data.pack_sentences = true;
+        let packed = data_section(&r).unwrap();
+        assert!(
+            packed.contains("in blocks of 10 consecutive sentences"),
+            "{packed}"
+        );
+        assert!(packed.contains("- packed:"), "{packed}");
+        r.data.pack_sentences = false;
+        r.data.dev_block = Some(5);
+        let blocks = data_section(&r).unwrap();
+        assert!(blocks.contains("in blocks of 5 consecutive") && !blocks.contains("- packed:"));
+    }
 }
