@@ -162,12 +162,7 @@ fn data_section(recipe: &Recipe) -> Result<String> {
     match &recipe.data.dev {
         Some(d) => writeln!(s, "- dev: `{}`", d.display())?,
         None => {
-            let default_block = if recipe.data.pack_sentences {
-                crate::data::DEV_BLOCK
-            } else {
-                1
-            };
-            let block = recipe.data.dev_block.unwrap_or(default_block);
+            let block = recipe.data.dev_block();
             let unit = if block > 1 {
                 format!(" in blocks of {block} consecutive sentences")
             } else {

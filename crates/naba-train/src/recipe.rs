@@ -178,6 +178,18 @@ fn default_parts_dtype() -> String {
     "f16".into()
 }
 
+impl DataSpec {
+    /// Sentences per block of a carved dev split: `dev_block`, else 10 when packing, else 1.
+    pub fn dev_block(&self) -> usize {
+        let default = if self.pack_sentences {
+            crate::data::DEV_BLOCK
+        } else {
+            1
+        };
+        self.dev_block.unwrap_or(default)
+    }
+}
+
 impl Default for ModelSpec {
     fn default() -> Self {
         Self {

@@ -498,8 +498,7 @@ fn load_splits(
                     ((0..train_all.len()).collect(), pack(&dev, &all)?)
                 }
                 None => {
-                    let default_block = if d.pack_sentences { data::DEV_BLOCK } else { 1 };
-                    let (t, dv) = match d.dev_block.unwrap_or(default_block) {
+                    let (t, dv) = match d.dev_block() {
                         1 => data::carve_dev(train_all.len(), d.dev_fraction, recipe.seed),
                         block => {
                             let (n, f) = (train_all.len(), d.dev_fraction);
