@@ -11,7 +11,6 @@ Needs scikit-learn and scipy.
 import json, numpy as np, sys
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.svm import LinearSVC
 from sklearn.metrics import f1_score, accuracy_score
 from scipy.sparse import hstack
 rows=[json.loads(l) for l in open('../shared/datasets/antcorpus/ant_corpus_v1.1.jsonl')]
