@@ -26,6 +26,15 @@ fn naba(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `naba eval --task ner` of `data` with `model` into `report`, plus `extra` flags.
+fn eval_ner(data: &Path, model: &str, report: &Path, extra: &[&str]) -> (bool, String, String) {
+    let (d, r) = (data.to_string_lossy(), report.to_string_lossy());
+    let mut args = vec!["eval", "--task", "ner", "--data", &d, "--model", model];
+    args.extend(["--report-dir", &r]);
+    args.extend(extra);
+    naba(&args)
+}
+
 fn metrics(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("metrics.json")).unwrap()).unwrap()
 }
@@ -40,19 +49,12 @@ fn ner_report_with_bad_sentences() {
     )
     .unwrap();
     let report = tmp.path().join("report");
-    let (ok, _, err) = naba(&[
-        "eval",
-        "--task",
-        "ner",
-        "--data",
-        &data.to_string_lossy(),
-        "--model",
+    let (ok, _, err) = eval_ner(
+        &data,
         &fixture("bert-token-cls"),
-        "--report-dir",
-        &report.to_string_lossy(),
-        "--bootstrap",
-        "200",
-    ]);
+        &report,
+        &["--bootstrap", "200"],
+    );
     assert!(ok, "{err}");
     for f in [
         "metrics.json",
@@ -100,21 +102,12 @@ fn packed_passages_are_scored_per_sentence() {
     std::fs::write(&data, sentences.join("\n\n") + "\n").unwrap();
     for pack in ["0", "50"] {
         let report = tmp.path().join(format!("report-{pack}"));
-        let (ok, _, err) = naba(&[
-            "eval",
-            "--task",
-            "ner",
-            "--data",
-            &data.to_string_lossy(),
-            "--model",
+        let (ok, _, err) = eval_ner(
+            &data,
             &fixture("bert-token-cls"),
-            "--report-dir",
-            &report.to_string_lossy(),
-            "--bootstrap",
-            "0",
-            "--pack-words",
-            pack,
-        ]);
+            &report,
+            &["--bootstrap", "0", "--pack-words", pack],
+        );
         assert!(ok, "{err}");
         assert_eq!(
             settings(&report)["pack_words"],
@@ -171,17 +164,11 @@ fn pack_words_defaults_to_the_models_own_setting() {
     std::fs::write(&config_path, config.to_string()).unwrap();
     for (flag, expected) in [(None, "40"), (Some("0"), "0")] {
         let report = tmp.path().join(format!("report-{expected}"));
-        let (d, m, r) = (
-            data.to_string_lossy(),
-            model.to_string_lossy(),
-            report.to_string_lossy(),
-        );
-        let mut args = vec!["eval", "--task", "ner", "--data", &d, "--model", &m];
-        args.extend(["--report-dir", &r, "--bootstrap", "0"]);
+        let mut extra = vec!["--bootstrap", "0"];
         if let Some(f) = flag {
-            args.extend(["--pack-words", f]);
+            extra.extend(["--pack-words", f]);
         }
-        let (ok, _, err) = naba(&args);
+        let (ok, _, err) = eval_ner(&data, &model.to_string_lossy(), &report, &extra);
         assert!(ok, "{err}");
         let s = settings(&report);
         assert_eq!(s["pack_words"], expected, "flag {flag:?}: {s}");
