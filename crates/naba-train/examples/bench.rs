@@ -1,9 +1,11 @@
 //! Throughput of training options on real data: `cargo run --release -p naba-train --example
-//! bench -- TRAIN.txt N_SENTENCES STEPS LAYERS...` (needs `naba models fetch`).
+//! bench -- TRAIN.txt N_SENTENCES STEPS LAYERS...` (needs `naba models fetch`). Each LAYERS is
+//! a count of top layers that train (`12`), or that count with the rank of low-rank adapters
+//! that train in their place (`12r8`).
 
 use anyhow::Result;
 use naba_train::data;
-use naba_train::net::{HeadType, Mode, TrainNet};
+use naba_train::net::{HeadType, Mode, TrainNet, Trainable};
 use naba_train::rng::Rng;
 use std::time::Instant;
 
@@ -15,7 +17,17 @@ fn main() -> Result<()> {
         .unwrap_or("../shared/datasets/anercorp/train.txt".into());
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(300);
     let steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let layers: Vec<usize> = args.iter().skip(4).filter_map(|s| s.parse().ok()).collect();
+    let layers = args
+        .iter()
+        .skip(4)
+        .map(|s| {
+            let (l, r) = s.split_once('r').unwrap_or((s, "0"));
+            Ok(Trainable {
+                layers: l.parse()?,
+                lora_rank: r.parse()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let base = naba_train::checkpoint::open_base("multilingual-e5-small-q4", false)?;
     let tok = naba_models::tokenizer::load(&base.dir)?;
     let sents = data::read_conll_sentences(path.as_ref())?;
@@ -33,6 +45,7 @@ fn main() -> Result<()> {
         split.tokens()
     );
     for &tl in &layers {
+        let label = format!("{}r{}", tl.layers, tl.lora_rank);
         let net = TrainNet::load(
             &base.weights,
             &base.config,
@@ -106,7 +119,7 @@ fn main() -> Result<()> {
         }
         let train_s = t.elapsed().as_secs_f64();
         println!(
-            "train_layers {tl:2}: {nparams} trainable params; frozen-part cache {:.0} sub-words/s; train fwd+bwd+step {:.0} sub-words/s ({toks} sub-words in {train_s:.1}s)",
+            "train_layers {label:>5}: {nparams} trainable params; frozen-part cache {:.0} sub-words/s; train fwd+bwd+step {:.0} sub-words/s ({toks} sub-words in {train_s:.1}s)",
             split.tokens() as f64 / cache_s,
             toks as f64 / train_s
         );

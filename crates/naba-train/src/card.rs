@@ -48,6 +48,14 @@ pub fn model_card(
             recipe.model.train_layers, base.config.num_layers
         )
     };
+    let trained = match recipe.model.lora_rank {
+        0 => trained,
+        r => format!(
+            "{trained}, the layers through rank-{r} adapters on their six linear layers (the \
+             weights, biases and layer norms stay the base's; the adapters are merged into the \
+             weights on assembly)"
+        ),
+    };
     writeln!(
         s,
         "\nTrained: {trained}. Shipped as parts in {} over the base; `naba models fetch` \

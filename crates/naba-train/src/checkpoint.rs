@@ -4,7 +4,7 @@
 //! base they complete), and the assembled Hugging Face-layout checkpoint (base + parts).
 //! Every file is written to a temporary name and renamed into place.
 
-use crate::net::{HeadType, TrainNet};
+use crate::net::{HeadType, TrainNet, LORA_A, LORA_B};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use naba_models::config::{Activation, Architecture, ModelConfig};
@@ -29,7 +29,8 @@ pub struct PartsManifest {
     pub base_sha256: BTreeMap<String, String>,
     /// The task (`token-classification`, ...).
     pub task: String,
-    /// Tensors in `parts.safetensors`; every other tensor comes from the base.
+    /// The checkpoint tensors the parts give (an adapter pair in `parts.safetensors` gives the
+    /// weight it changes); every other tensor comes from the base.
     pub tensors: Vec<String>,
     /// Storage type of the parts (`f16`, `bf16`, `f32`, `q8`: see [`quantize_q8`], or `q4d`:
     /// see [`quantize_q4_delta`]).
@@ -162,9 +163,58 @@ fn dequantize_q4_delta(
     Ok((base.to_dtype(DType::F32)? + delta)?)
 }
 
-/// Reads a parts file into f32 tensors by name, undoing `q8` and `q4d` storage. `base` gives
-/// the base's tensor under a part's Hugging Face name (needed for `q4d` only).
+/// Reads a parts file into the f32 tensors of a Hugging Face checkpoint by name: `q8` and `q4d`
+/// storage undone, and low-rank adapters merged into the weight they change
+/// (`W = W_base + B·A`), so that the result names only tensors a checkpoint has. `base` gives
+/// the base's tensor under a part's Hugging Face name (needed for `q4d` and adapters).
 pub fn load_parts(
+    path: &Path,
+    base: &dyn Fn(&str) -> Result<Option<Tensor>>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut out = load_parts_stored(path, base)?;
+    let stems: Vec<String> = out
+        .keys()
+        .filter_map(|k| k.strip_suffix(LORA_A).map(str::to_string))
+        .collect();
+    for stem in stems {
+        let a = out
+            .remove(&format!("{stem}{LORA_A}"))
+            .context("listed above")?;
+        let b = out.remove(&format!("{stem}{LORA_B}")).with_context(|| {
+            format!(
+                "{}: `{stem}{LORA_A}` has no `{LORA_B}` beside it",
+                path.display()
+            )
+        })?;
+        let name = format!("{stem}.weight");
+        let w = base(&name)?.with_context(|| {
+            format!(
+                "{}: `{stem}` adapts a weight the base does not have (`{name}`)",
+                path.display()
+            )
+        })?;
+        let (rank, inp) = a.dims2()?;
+        let (out_dim, rank_b) = b.dims2()?;
+        if rank != rank_b || w.dims() != [out_dim, inp] {
+            bail!(
+                "{}: adapters of `{name}` are {:?} and {:?}, which do not make the base's {:?}",
+                path.display(),
+                b.dims(),
+                a.dims(),
+                w.dims()
+            );
+        }
+        out.insert(name, (w.to_dtype(DType::F32)? + b.matmul(&a)?)?);
+    }
+    if let Some(stray) = out.keys().find(|k| k.ends_with(LORA_B)) {
+        bail!("{}: `{stray}` has no `{LORA_A}` beside it", path.display());
+    }
+    Ok(out)
+}
+
+/// The tensors of a parts file as they were trained: quantization undone, adapters kept as
+/// `.lora_a` / `.lora_b` pairs (what a training network's variables hold).
+pub fn load_parts_stored(
     path: &Path,
     base: &dyn Fn(&str) -> Result<Option<Tensor>>,
 ) -> Result<HashMap<String, Tensor>> {
@@ -469,7 +519,16 @@ pub fn write_parts(
     }
     save_tensors(&tmp.join(PARTS_FILE), &tensors, None)?;
     let mut m = manifest.clone();
-    m.tensors = net.trainable().map(|p| p.name.clone()).collect();
+    // The manifest names checkpoint tensors: an adapter pair stands for the weight it changes.
+    m.tensors = Vec::new();
+    for p in net.trainable() {
+        let name = match p.name.strip_suffix(LORA_A) {
+            Some(stem) => format!("{stem}.weight"),
+            None if p.name.ends_with(LORA_B) => continue,
+            None => p.name.clone(),
+        };
+        m.tensors.push(name);
+    }
     write_atomic(
         &tmp.join(PARTS_MANIFEST),
         serde_json::to_string_pretty(&m)?.as_bytes(),

@@ -35,7 +35,9 @@ pub struct Param {
 
 impl Param {
     fn new(name: String, tensor: Tensor, train: bool, depth: Option<usize>) -> Result<Self> {
-        let decay = name.ends_with(".weight") && !name.contains("LayerNorm");
+        let decay = (name.ends_with(".weight") && !name.contains("LayerNorm"))
+            || name.ends_with(LORA_A)
+            || name.ends_with(LORA_B);
         if train {
             let var = Var::from_tensor(&tensor.to_dtype(DType::F32)?.contiguous()?)?;
             Ok(Self {
@@ -60,6 +62,34 @@ impl Param {
 struct Lin {
     w: usize,
     b: usize,
+    /// Low-rank adapter `(a, b)`: the layer computes `x·(W + B·A)ᵀ + bias` with `W` frozen.
+    lora: Option<(usize, usize)>,
+}
+
+/// Suffixes of a linear layer's adapter matrices, beside its `.weight` and `.bias`
+/// (`bert.encoder.layer.11.output.dense.lora_a`): `A` is `[rank, in]`, `B` is `[out, rank]`.
+pub const LORA_A: &str = ".lora_a";
+pub const LORA_B: &str = ".lora_b";
+
+/// What changes in training, besides the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trainable {
+    /// How many of the top encoder layers change (0: the head only).
+    pub layers: usize,
+    /// 0: those layers' weights train directly. `r > 0`: they stay as the base has them and each
+    /// of their six linear layers learns a rank-`r` change `B·A` instead (LoRA, without the
+    /// `alpha / r` factor: AdamW's step size does not depend on it). `B` starts at zero, so
+    /// training starts from the base's function exactly.
+    pub lora_rank: usize,
+}
+
+impl From<usize> for Trainable {
+    fn from(layers: usize) -> Self {
+        Self {
+            layers,
+            lora_rank: 0,
+        }
+    }
 }
 
 struct Norm {
@@ -124,9 +154,13 @@ impl TrainNet {
         src_prefix: &str,
         head_type: HeadType,
         n_labels: usize,
-        train_layers: usize,
+        trainable: impl Into<Trainable>,
         seed: u64,
     ) -> Result<Self> {
+        let Trainable {
+            layers: train_layers,
+            lora_rank,
+        } = trainable.into();
         if weights.dtype() != DType::F32 {
             bail!("training needs f32 weights");
         }
@@ -137,6 +171,12 @@ impl TrainNet {
             bail!("model.train_layers is {train_layers} but the encoder has only {n} layers");
         }
         let first_trained = n - train_layers;
+        let narrowest = h.min(config.intermediate_size);
+        if lora_rank >= narrowest {
+            bail!("model.lora_rank is {lora_rank}: a change of that rank is no smaller than the {narrowest}-wide layers it adapts; use a rank below {narrowest} (4-16 is usual) or 0 to train the weights directly");
+        }
+        // Its own generator, so that switching adapters on leaves the head's draw unchanged.
+        let mut lora_rng = Rng::new(seed ^ 0x10_7a);
         let sp = |s: &str| format!("{src_prefix}{s}");
         let out_prefix = match config.architecture {
             naba_models::Architecture::Bert => "bert.",
@@ -178,11 +218,28 @@ impl TrainNet {
         let mut blocks = Vec::with_capacity(n);
         let ffn = config.intermediate_size;
         for i in 0..n {
-            let train = i >= first_trained;
+            let adapted = i >= first_trained && lora_rank > 0;
+            let train = i >= first_trained && !adapted;
             let depth = Some(n - 1 - i);
             let l = |s: &str| format!("encoder.layer.{i}.{s}");
-            let lin = |params: &mut Vec<Param>, name: &str, inp: usize, out: usize| {
+            let mut lin = |params: &mut Vec<Param>, name: &str, inp: usize, out: usize| {
+                let lora = if adapted {
+                    let stem = format!("{out_prefix}{}", l(name));
+                    // A as PEFT draws it (uniform, ±1/sqrt(in)), B zero.
+                    let bound = 1.0 / (inp as f32).sqrt();
+                    let a: Vec<f32> = (0..lora_rank * inp)
+                        .map(|_| (lora_rng.uniform() as f32 * 2.0 - 1.0) * bound)
+                        .collect();
+                    let a = Tensor::from_vec(a, (lora_rank, inp), &device)?;
+                    let b = Tensor::zeros((out, lora_rank), DType::F32, &device)?;
+                    params.push(Param::new(format!("{stem}{LORA_A}"), a, true, depth)?);
+                    params.push(Param::new(format!("{stem}{LORA_B}"), b, true, depth)?);
+                    Some((params.len() - 2, params.len() - 1))
+                } else {
+                    None
+                };
                 Ok::<Lin, anyhow::Error>(Lin {
+                    lora,
                     w: add(
                         params,
                         sp(&l(&format!("{name}.weight"))),
@@ -260,6 +317,7 @@ impl TrainNet {
                 Ok::<Lin, anyhow::Error>(Lin {
                     w: params.len() - 2,
                     b: params.len() - 1,
+                    lora: None,
                 })
             };
         let head = match head_type {
@@ -370,10 +428,12 @@ impl TrainNet {
         let dims = x.dims().to_vec();
         let inp = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / inp.max(1);
-        let y = x
-            .reshape((rows, inp))?
-            .matmul(&w.t()?)?
-            .broadcast_add(self.t(l.b))?;
+        let x = x.reshape((rows, inp))?;
+        let mut y = x.matmul(&w.t()?)?.broadcast_add(self.t(l.b))?;
+        if let Some((a, b)) = l.lora {
+            // (x·Aᵀ)·Bᵀ: two thin products, never the full B·A.
+            y = (y + x.matmul(&self.t(a).t()?)?.matmul(&self.t(b).t()?)?)?;
+        }
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = w.dim(0)?;

@@ -137,6 +137,14 @@ pub struct ModelSpec {
     /// table), and the frozen layers' outputs are computed once and cached.
     #[serde(default = "default_train_layers")]
     pub train_layers: usize,
+    /// 0 (default): the trained layers' weights change directly. `r > 0`: they stay as the base
+    /// has them and each of their six linear layers (query, key, value, attention output,
+    /// intermediate, output) learns a rank-`r` change instead (low-rank adapters, LoRA), with
+    /// their biases and layer norms frozen; the head trains as always. The parts then store the
+    /// adapters (a few MB for all 12 layers at rank 8), and assembly merges them into the
+    /// weights, so the checkpoint is an ordinary one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lora_rank: usize,
     /// Dropout on hidden states inside trained layers and before the head.
     #[serde(default = "default_dropout")]
     pub dropout: f64,
@@ -170,6 +178,10 @@ fn default_train_layers() -> usize {
     4
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 fn default_dropout() -> f64 {
     0.1
 }
@@ -194,6 +206,7 @@ impl Default for ModelSpec {
     fn default() -> Self {
         Self {
             train_layers: default_train_layers(),
+            lora_rank: 0,
             dropout: default_dropout(),
             label_all_subwords: false,
             label_lone_space: false,
@@ -359,6 +372,9 @@ impl Recipe {
         }
         if self.model.pack_words.is_some() && self.task != Task::TokenClassification {
             bail!("model.pack_words is for token classification: classification reads whole texts in windows (model.window)");
+        }
+        if self.model.lora_rank > 0 && self.model.train_layers == 0 {
+            bail!("model.lora_rank adapts the trained layers, but model.train_layers is 0: name how many top layers to adapt (all 12 is usual with adapters)");
         }
         if self.model.window.is_some_and(|w| w < 8) {
             bail!("model.window must be at least 8 tokens");

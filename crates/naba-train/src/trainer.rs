@@ -5,7 +5,7 @@
 use crate::checkpoint::{self, EpochRecord, PartsManifest, StateMeta};
 use crate::data::{self, Example, Split};
 use crate::loss::cross_entropy;
-use crate::net::{HeadType, Mode, TrainNet};
+use crate::net::{HeadType, Mode, TrainNet, Trainable};
 use crate::optim::{clip_grad_norm, schedule, AdamW, AdamWConfig};
 use crate::recipe::{Recipe, Task};
 use crate::rng::Rng;
@@ -114,7 +114,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         &base.prefix,
         head_type,
         labels.len(),
-        recipe.model.train_layers,
+        Trainable {
+            layers: recipe.model.train_layers,
+            lora_rank: recipe.model.lora_rank,
+        },
         recipe.seed,
     )?;
     let max_len = recipe
@@ -128,8 +131,12 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
             eprintln!("{m}");
         }
     };
+    let how = match recipe.model.lora_rank {
+        0 => String::new(),
+        r => format!(" through rank-{r} adapters"),
+    };
     say(&format!(
-        "train: {} examples ({} sub-words), dev: {} examples ({} sub-words); {} of {} layers train",
+        "train: {} examples ({} sub-words), dev: {} examples ({} sub-words); {} of {} layers train{how}",
         train_split.examples.len(),
         train_split.tokens(),
         dev_split.examples.len(),
@@ -857,7 +864,7 @@ pub fn repair_iob2(tags: &mut [String]) {
 
 /// Overwrites the trainable variables with a parts file's tensors (as shipped, so rounded).
 pub fn load_parts_into(net: &TrainNet, base: &checkpoint::Base, parts_dir: &Path) -> Result<()> {
-    let parts = checkpoint::load_parts(&parts_dir.join(checkpoint::PARTS_FILE), &|n| {
+    let parts = checkpoint::load_parts_stored(&parts_dir.join(checkpoint::PARTS_FILE), &|n| {
         base.tensor_for(n)
     })?;
     for p in net.trainable() {
