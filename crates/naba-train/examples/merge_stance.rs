@@ -32,14 +32,21 @@ fn main() -> Result<()> {
             .as_deref()
             .context("ANS recipe names a dev file")?,
     )?;
-    let ans_test = read(&ans, &ans.data.test[0])?;
+    let first_test = |r: &Recipe| {
+        r.data
+            .test
+            .first()
+            .cloned()
+            .context("the recipe names no test file")
+    };
+    let ans_test = read(&ans, &first_test(&ans)?)?;
     let maw_all = read(&maw, &maw.data.train)?;
     // The carve stance-mawqif's trainer made: same count, fraction and seed.
     let (maw_train_idx, maw_dev_idx) =
         data::carve_dev(maw_all.len(), maw.data.dev_fraction, maw.seed);
     let pick = |idx: &[usize]| idx.iter().map(|&i| maw_all[i].clone()).collect::<Vec<_>>();
     let (maw_train, maw_dev) = (pick(&maw_train_idx), pick(&maw_dev_idx));
-    let maw_test = read(&maw, &maw.data.test[0])?;
+    let maw_test = read(&maw, &first_test(&maw)?)?;
 
     let write = |name: &str, parts: &[(&str, &[ClassificationExample])]| -> Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(out.join(name))?);
