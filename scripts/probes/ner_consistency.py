@@ -23,11 +23,19 @@ def decode(probs, labels):
     return [[labels[j] for j in viterbi(np.log(q + 1e-9), labels)] for q in probs]
 
 
+def tag_span(row, s, e, kind):
+    row[s] = f"B-{kind}"
+    for i in range(s + 1, e):
+        row[i] = f"I-{kind}"
+
+
 def propagate(words, tags, scope, min_chars, min_conf, confs, unify):
     """Copies entities to untagged repeats within `scope` passages (None: the whole file)."""
+    # In text order, so that a tie between types goes to the first one found whatever
+    # Python's string hashing (which orders `spans`' set) is in this process.
     found = []  # (passage, start, end, kind, words tuple, confidence)
     for p, ts in enumerate(tags):
-        for s, e, k in spans(ts):
+        for s, e, k in sorted(spans(ts)):
             found.append((p, s, e, k, tuple(words[p][s:e]), float(confs[p][s:e].mean())))
     by_string = defaultdict(list)
     for f in found:
@@ -38,9 +46,7 @@ def propagate(words, tags, scope, min_chars, min_conf, confs, unify):
         for group in by_string.values():
             kind = Counter(f[3] for f in group).most_common(1)[0][0]
             for p, s, e, _, _, _ in group:
-                out[p][s] = f"B-{kind}"
-                for i in range(s + 1, e):
-                    out[p][i] = f"I-{kind}"
+                tag_span(out[p], s, e, kind)
     for p, ws in enumerate(words):
         n = len(ws)
         for s in range(n):
@@ -54,10 +60,7 @@ def propagate(words, tags, scope, min_chars, min_conf, confs, unify):
                 near = [f for f in group if scope is None or abs(f[0] - p) <= scope]
                 if not near:
                     continue
-                kind = Counter(f[3] for f in near).most_common(1)[0][0]
-                out[p][s] = f"B-{kind}"
-                for i in range(s + 1, e):
-                    out[p][i] = f"I-{kind}"
+                tag_span(out[p], s, e, Counter(f[3] for f in near).most_common(1)[0][0])
                 break
     return out
 
