@@ -1,0 +1,27 @@
+//! The CPU kernels beneath naba's encoder, kept apart from the model code the way candle keeps
+//! candle-core apart from candle-transformers: each kernel is a small function over `f32`
+//! slices with one job, a plain portable version, and an AVX2+FMA version chosen at run time
+//! ([`isa`]); [`ops`] wraps them as candle custom ops so the encoder still reads as a model.
+//!
+//! What is here and why: candle runs bias, GELU, residual add, layer norm and softmax as
+//! separate passes over memory, materialises attention per head after transposes, and pads
+//! every batch to its longest row. Here a linear layer fuses bias and GELU into its product,
+//! residual add fuses into layer norm, and attention works on *packed* sequences (all tokens of
+//! a batch in one `[tokens, hidden]` matrix, sequence boundaries given as offsets), reading Q, K
+//! and V in place from the fused QKV product, so no work goes to padding.
+//!
+//! This crate knows nothing of models, checkpoints or tokenizers.
+
+pub mod attention;
+pub mod isa;
+pub mod linear;
+pub mod math;
+pub mod norm;
+pub mod ops;
+
+pub use isa::Isa;
+
+/// The threads kernels split work over: rayon's current pool (set by `naba --threads`).
+pub fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}

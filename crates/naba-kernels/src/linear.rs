@@ -1,0 +1,92 @@
+//! A linear layer as PyTorch stores it (`y = x Wᵀ + b`, `W` of `[out, in]`) with its bias and,
+//! optionally, GELU fused: the bias is written into the output before the product accumulates
+//! onto it, and GELU runs over the output in blocks while they are still warm in cache.
+
+use crate::{math, Isa};
+use rayon::prelude::*;
+
+/// What runs on the product after the bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    /// GELU, erf form.
+    Gelu,
+}
+
+/// Products smaller than this many multiply-adds run on one thread: splitting them costs more
+/// than it saves.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// `out[m, n] = x[m, k] · w[n, k]ᵀ + bias[n]`, then the epilogue. All row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn linear(
+    isa: Isa,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+) {
+    assert_eq!(x.len(), m * k, "linear: x is not [{m}, {k}]");
+    assert_eq!(w.len(), n * k, "linear: w is not [{n}, {k}]");
+    assert_eq!(out.len(), m * n, "linear: out is not [{m}, {n}]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "linear: bias is not [{n}]");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    match bias {
+        Some(b) => out
+            .chunks_exact_mut(n)
+            .for_each(|row| row.copy_from_slice(b)),
+        None => out.fill(0.0),
+    }
+    if k > 0 {
+        accumulate_product(x, w, out, m, k, n);
+    }
+    if epilogue == Epilogue::Gelu {
+        let block = m.div_ceil(crate::threads() * 4).max(1) * n;
+        out.par_chunks_mut(block)
+            .for_each(|b| math::gelu_inplace(isa, b));
+    }
+}
+
+/// `out[m, n] += a[m, k] · b[n, k]ᵀ` over row-major slices, by the `gemm` crate.
+fn accumulate_product(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
+    let parallelism = if m * n * k >= PARALLEL_MIN_MACS && crate::threads() > 1 {
+        gemm::Parallelism::Rayon(crate::threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above keeps every index the strides reach inside its slice: out is
+    // m×n (row stride n), a is m×k (row stride k), and b is read as the k×n matrix bᵀ
+    // (element (r, c) at c·k + r).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
