@@ -1,5 +1,13 @@
 //! The BERT / XLM-RoBERTa encoder: embeddings, then post-layer-norm transformer blocks. One pass
 //! gives hidden states that any number of task heads can read.
+//!
+//! Two engines compute the same function. The *fast* one (CPU, f32) packs the real tokens of a
+//! batch into one `[tokens, hidden]` matrix and runs each block as four fused kernels from
+//! `naba-kernels` (Q/K/V in one product, attention per sequence without padding or masks,
+//! bias + GELU in the feed-forward product, residual add inside layer norm). The *reference*
+//! one is plain candle ops over the padded batch; it runs on GPUs, in half precision, on
+//! 4-bit weights (unless they are expanded on load), and whenever `NABA_ENGINE=reference` asks
+//! for it, and tests hold the fast one to it.
 
 use crate::config::{Activation, Architecture, ModelConfig};
 use crate::error::Result;
@@ -7,6 +15,28 @@ use crate::layers::{Embedding, Linear};
 use crate::weights::Weights;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::LayerNorm;
+use naba_kernels::linear::Epilogue;
+use naba_kernels::ops::{FusedLinear, LayerNormOp, PackedAttention};
+
+/// Which engine runs the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// Fused CPU kernels over packed tokens where they apply (CPU, f32, GELU), else reference.
+    #[default]
+    Fast,
+    /// candle's own ops over padded batches, everywhere.
+    Reference,
+}
+
+impl Engine {
+    /// `NABA_ENGINE=reference` selects the reference engine; anything else, the fast one.
+    pub fn from_env() -> Self {
+        match std::env::var("NABA_ENGINE").as_deref() {
+            Ok("reference") => Engine::Reference,
+            _ => Engine::Fast,
+        }
+    }
+}
 
 /// Token ids of a batch, right-padded, with the mask that marks real tokens.
 #[derive(Debug, Clone)]
@@ -71,18 +101,78 @@ struct Block {
     out_norm: LayerNorm,
 }
 
+/// A block prepared for the fast engine: the same weights, Q, K and V stacked.
+struct FastBlock {
+    qkv: FusedLinear,
+    attn_out: FusedLinear,
+    attn_norm: LayerNormOp,
+    ffn_in: FusedLinear,
+    ffn_out: FusedLinear,
+    out_norm: LayerNormOp,
+}
+
+impl FastBlock {
+    fn norm_op(n: &LayerNorm) -> Result<LayerNormOp> {
+        let bias = match n.bias() {
+            Some(b) => b.clone(),
+            None => n.weight().zeros_like()?,
+        };
+        Ok(LayerNormOp::new(n.weight(), &bias, n.eps())?)
+    }
+
+    fn new(b: &Block) -> Result<Self> {
+        let norm = Self::norm_op;
+        let lin = |l: &Linear, e| -> Result<FusedLinear> {
+            Ok(FusedLinear::new(&l.dense_weight()?, l.bias(), e)?)
+        };
+        let (q, k, v) = (
+            b.query.dense_weight()?,
+            b.key.dense_weight()?,
+            b.value.dense_weight()?,
+        );
+        Ok(Self {
+            qkv: FusedLinear::stacked(&[
+                (&q, b.query.bias()),
+                (&k, b.key.bias()),
+                (&v, b.value.bias()),
+            ])?,
+            attn_out: lin(&b.attn_out, Epilogue::None)?,
+            attn_norm: norm(&b.attn_norm)?,
+            ffn_in: lin(&b.ffn_in, Epilogue::Gelu)?,
+            ffn_out: lin(&b.ffn_out, Epilogue::None)?,
+            out_norm: norm(&b.out_norm)?,
+        })
+    }
+}
+
+enum Blocks {
+    Reference(Vec<Block>),
+    Fast {
+        blocks: Vec<FastBlock>,
+        embedding_norm: LayerNormOp,
+    },
+}
+
 /// The shared trunk of every naba model.
 pub struct Encoder {
     config: ModelConfig,
     embeddings: Embeddings,
-    blocks: Vec<Block>,
+    blocks: Blocks,
     dtype: DType,
     device: Device,
 }
 
 impl Encoder {
     /// Loads the encoder whose tensors live under `prefix` (`"bert."`, `"roberta."` or `""`).
-    pub fn load(weights: &Weights, config: &ModelConfig, prefix: &str) -> Result<Self> {
+    /// `word_embeddings`, when given, replaces the checkpoint's own table (a table shared with
+    /// other models of the same base); `engine` picks the engine where both could run.
+    pub fn load(
+        weights: &Weights,
+        config: &ModelConfig,
+        prefix: &str,
+        word_embeddings: Option<Embedding>,
+        engine: Engine,
+    ) -> Result<Self> {
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
         let p = |s: &str| format!("{prefix}{s}");
@@ -97,12 +187,25 @@ impl Encoder {
         } else {
             None
         };
-        let embeddings = Embeddings {
-            word: weights.embedding(
+        let word = match word_embeddings {
+            Some(shared) => {
+                if shared.rows()? != config.vocab_size {
+                    return Err(crate::ModelError::Weights(format!(
+                        "the shared word embeddings have {} rows, the config {}",
+                        shared.rows()?,
+                        config.vocab_size
+                    )));
+                }
+                shared
+            }
+            None => weights.embedding(
                 &p("embeddings.word_embeddings.weight"),
                 config.vocab_size,
                 h,
             )?,
+        };
+        let embeddings = Embeddings {
+            word,
             position: weights.embedding(
                 &p("embeddings.position_embeddings.weight"),
                 config.max_position_embeddings,
@@ -125,6 +228,24 @@ impl Encoder {
                 out_norm: weights.layer_norm(&l("output.LayerNorm"), h, eps)?,
             });
         }
+        let fast = engine == Engine::Fast
+            && weights.device().is_cpu()
+            && weights.dtype() == DType::F32
+            && config.activation == Activation::GeluErf
+            // 4-bit weights keep their own kernels (and their rounding) unless expanded on load.
+            && blocks.iter().all(|b| {
+                [&b.query, &b.key, &b.value, &b.attn_out, &b.ffn_in, &b.ffn_out]
+                    .iter()
+                    .all(|l| l.is_dense())
+            });
+        let blocks = if fast {
+            Blocks::Fast {
+                blocks: blocks.iter().map(FastBlock::new).collect::<Result<_>>()?,
+                embedding_norm: FastBlock::norm_op(&embeddings.norm)?,
+            }
+        } else {
+            Blocks::Reference(blocks)
+        };
         Ok(Self {
             config: config.clone(),
             embeddings,
@@ -132,6 +253,14 @@ impl Encoder {
             dtype: weights.dtype(),
             device: weights.device().clone(),
         })
+    }
+
+    /// Which engine this encoder runs.
+    pub fn engine(&self) -> Engine {
+        match self.blocks {
+            Blocks::Reference(_) => Engine::Reference,
+            Blocks::Fast { .. } => Engine::Fast,
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -155,6 +284,13 @@ impl Encoder {
                 self.config.max_tokens()
             )));
         }
+        let blocks = match &self.blocks {
+            Blocks::Fast {
+                blocks,
+                embedding_norm,
+            } => return self.forward_packed(batch, blocks, embedding_norm),
+            Blocks::Reference(blocks) => blocks,
+        };
         let positions = self.position_ids(batch)?;
         let mut x = self.embeddings.word.forward(&batch.input_ids)?;
         x = (x + self.embeddings.position.forward(&positions)?)?;
@@ -167,10 +303,69 @@ impl Encoder {
         }
         x = self.embeddings.norm.forward(&x)?;
         let mask = self.additive_mask(&batch.attention_mask)?;
-        for block in &self.blocks {
+        for block in blocks {
             x = self.block_forward(block, &x, &mask)?;
         }
         Ok(x)
+    }
+
+    /// The fast engine: the real tokens of every row (those the mask marks) packed one row
+    /// after another, run through the fused blocks, and put back in their padded places with
+    /// zeros elsewhere.
+    fn forward_packed(
+        &self,
+        batch: &Batch,
+        blocks: &[FastBlock],
+        embedding_norm: &LayerNormOp,
+    ) -> Result<Tensor> {
+        let (b, s) = batch.input_ids.dims2()?;
+        let h = self.config.hidden_size;
+        let ids = batch.input_ids.flatten_all()?.to_vec1::<u32>()?;
+        let mask = batch.attention_mask.flatten_all()?.to_vec1::<u32>()?;
+        let types = match &batch.token_type_ids {
+            Some(t) => t.flatten_all()?.to_vec1::<u32>()?,
+            None => vec![0; b * s],
+        };
+        let positions = self.position_ids(batch)?.flatten_all()?.to_vec1::<u32>()?;
+        let keep: Vec<usize> = (0..b * s).filter(|&i| mask[i] != 0).collect();
+        let mut offsets = Vec::with_capacity(b + 1);
+        offsets.push(0);
+        for row in mask.chunks(s.max(1)).take(b) {
+            let n = row.iter().filter(|&&m| m != 0).count();
+            offsets.push(offsets.last().copied().unwrap_or(0) + n);
+        }
+        let tokens = keep.len();
+        if tokens == 0 {
+            return Ok(Tensor::zeros((b, s, h), DType::F32, &self.device)?);
+        }
+        let pick = |v: &[u32]| -> Result<Tensor> {
+            let picked: Vec<u32> = keep.iter().map(|&i| v[i]).collect();
+            Ok(Tensor::from_vec(picked, tokens, &self.device)?)
+        };
+        let mut x = self.embeddings.word.forward(&pick(&ids)?)?;
+        x = (x + self.embeddings.position.forward(&pick(&positions)?)?)?;
+        if let Some(tt) = &self.embeddings.token_type {
+            x = (x + tt.forward(&pick(&types)?)?)?;
+        }
+        let mut x = embedding_norm.forward(&x.contiguous()?)?;
+        let scale = 1.0 / (self.config.head_dim() as f32).sqrt();
+        let attention = PackedAttention::new(offsets, self.config.num_heads, scale)?;
+        for blk in blocks {
+            let ctx = attention.forward(&blk.qkv.forward(&x)?)?;
+            let attn = blk
+                .attn_norm
+                .forward_residual(&blk.attn_out.forward(&ctx)?, &x)?;
+            let inner = blk.ffn_in.forward(&attn)?;
+            x = blk
+                .out_norm
+                .forward_residual(&blk.ffn_out.forward(&inner)?, &attn)?;
+        }
+        let packed = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; b * s * h];
+        for (row, &at) in packed.chunks_exact(h).zip(&keep) {
+            out[at * h..(at + 1) * h].copy_from_slice(row);
+        }
+        Ok(Tensor::from_vec(out, (b, s, h), &self.device)?)
     }
 
     /// BERT counts positions from 0; XLM-R from `pad + 1`, skipping padding, as transformers'

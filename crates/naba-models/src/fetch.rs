@@ -165,6 +165,14 @@ pub fn fetch_base(
     })
 }
 
+/// The sha256 the fetch manifest in `dir` records for `file` (not recomputed: a cheap check
+/// that a model was trained on the base that is installed).
+pub fn manifest_sha256(dir: &Path, file: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(MANIFEST)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["files"][file].as_str().map(str::to_string)
+}
+
 /// The files of a complete earlier fetch, or `None` if anything is missing or changed.
 fn verify_existing(dest: &Path) -> Option<Vec<(String, String)>> {
     let text = std::fs::read_to_string(dest.join(MANIFEST)).ok()?;

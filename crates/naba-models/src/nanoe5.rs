@@ -336,6 +336,17 @@ pub fn load(
     Ok((config, Weights::from_map(map, dtype, device)))
 }
 
+/// The 4-bit word-embedding table alone (`emb.word`), for models that share the base's.
+pub fn word_embeddings(path: &Path) -> Result<Arc<QTensor>> {
+    let data = std::fs::read(path).map_err(|e| ModelError::file(path, e))?;
+    let (h, dir) = parse(&data).map_err(|e| ModelError::file(path, e))?;
+    let e = dir
+        .iter()
+        .find(|e| e.name == "emb.word")
+        .ok_or_else(|| ModelError::Weights(format!("{FILE_NAME}: tensor `emb.word` is missing")))?;
+    q4_tensor(e, &data[e.offset..e.offset + e.bytes], h.vocab, h.hidden)
+}
+
 /// The header alone, for `naba models list` and diagnostics.
 pub fn read_header(path: &Path) -> Result<Header> {
     let data = std::fs::read(path).map_err(|e| ModelError::file(path, e))?;

@@ -5,6 +5,7 @@
 use crate::error::{ModelError, Result};
 use serde::Deserialize;
 use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -42,12 +43,52 @@ impl SpecialToken {
 
 /// Loads the tokenizer of a Hugging Face-layout directory, with truncation and padding cleared:
 /// naba windows long texts itself and never lets a tokenizer cut them silently.
-pub fn load(dir: &Path) -> Result<Tokenizer> {
+///
+/// A `tokenizer.json` is read once per process for each distinct content: the five default
+/// models ship byte-identical copies of the base's 250k-piece tokenizer, which costs about
+/// 0.7 s and 150 MB each to build, so models loaded side by side share one.
+pub fn load(dir: &Path) -> Result<Arc<Tokenizer>> {
     let json = dir.join("tokenizer.json");
-    let mut tok = if json.is_file() {
-        Tokenizer::from_file(&json)
-            .map_err(|e| ModelError::file(&json, format!("cannot read tokenizer: {e}")))?
-    } else if dir.join("vocab.txt").is_file() {
+    if json.is_file() {
+        return shared_from_json(&json);
+    }
+    Ok(Arc::new(build(dir)?))
+}
+
+fn shared_from_json(json: &Path) -> Result<Arc<Tokenizer>> {
+    use sha2::{Digest, Sha256};
+    static LOADED: Mutex<Vec<(String, Weak<Tokenizer>)>> = Mutex::new(Vec::new());
+    let bytes = std::fs::read(json).map_err(|e| ModelError::file(json, e))?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let mut loaded = LOADED
+        .lock()
+        .map_err(|_| ModelError::Tokenizer("the tokenizer cache was poisoned".into()))?;
+    loaded.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(tok) = loaded
+        .iter()
+        .find(|(d, _)| *d == digest)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(tok);
+    }
+    let mut tok = Tokenizer::from_bytes(&bytes)
+        .map_err(|e| ModelError::file(json, format!("cannot read tokenizer: {e}")))?;
+    drop(bytes);
+    clear_limits(&mut tok)?;
+    let tok = Arc::new(tok);
+    loaded.push((digest, Arc::downgrade(&tok)));
+    Ok(tok)
+}
+
+fn clear_limits(tok: &mut Tokenizer) -> Result<()> {
+    tok.with_truncation(None)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    tok.with_padding(None);
+    Ok(())
+}
+
+fn build(dir: &Path) -> Result<Tokenizer> {
+    let mut tok = if dir.join("vocab.txt").is_file() {
         from_vocab(dir)?
     } else {
         return Err(ModelError::Tokenizer(format!(
@@ -55,9 +96,7 @@ pub fn load(dir: &Path) -> Result<Tokenizer> {
             dir.display()
         )));
     };
-    tok.with_truncation(None)
-        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-    tok.with_padding(None);
+    clear_limits(&mut tok)?;
     Ok(tok)
 }
 

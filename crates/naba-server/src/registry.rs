@@ -85,6 +85,7 @@ impl Registry {
                     Task::Entities => HeadKind::TokenClassification,
                     Task::Topic | Task::Stance => HeadKind::SequenceClassification,
                 }),
+                ..LoadOptions::default()
             };
             let pipe_opts = PipelineOptions {
                 stride: entry.stride,
@@ -349,11 +350,9 @@ struct PipelineRunner {
 
 impl PipelineRunner {
     fn new(pipeline: Pipeline, task: Task) -> anyhow::Result<Self> {
-        // The tokenizer as the model ships it may truncate or pad; counting needs neither.
-        let mut tok = pipeline.model().tokenizer.clone();
-        tok.with_truncation(None)
-            .map_err(|e| anyhow!("tokenizer: {e}"))?;
-        tok.with_padding(None);
+        // The model's tokenizer neither truncates nor pads (naba_models::tokenizer::load clears
+        // both), so it counts as is; the Arc shares it rather than copying 250k pieces.
+        let tok = std::sync::Arc::clone(&pipeline.model().tokenizer);
         let plain = |s: &str| tok.encode(s, false).map(|e| e.len()).unwrap_or(0);
         let single = tok.encode("a", true).map(|e| e.len()).unwrap_or(0);
         let pair = tok.encode(("a", "b"), true).map(|e| e.len()).unwrap_or(0);

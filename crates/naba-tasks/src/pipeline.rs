@@ -10,9 +10,7 @@ use candle_core::Tensor;
 use naba_models::{Batch, HeadKind, Model, ModelError, ProblemType};
 use naba_text::{normalize, CharIndex, NormalizeOptions, Normalized};
 use serde::Serialize;
-use tokenizers::{
-    Encoding, PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
-};
+use tokenizers::{Encoding, PostProcessor, TruncationDirection};
 
 /// Why one document could not be processed. Other documents of the same call are unaffected.
 #[derive(Debug, thiserror::Error)]
@@ -169,11 +167,9 @@ pub struct ClassifyInput<'a> {
 /// A model ready to answer.
 pub struct Pipeline {
     model: Model,
-    /// The tokenizer set to cut a text into overlapping windows.
-    windowed: Tokenizer,
-    /// The same for (target, text) pairs: only the text is cut.
-    windowed_pair: Tokenizer,
     window: usize,
+    /// Text tokens a single-text window holds (the window less the special tokens).
+    room: usize,
     stride: usize,
     batch_size: usize,
     max_chars: usize,
@@ -212,20 +208,6 @@ impl Pipeline {
                 "stride {stride} must be smaller than the {room} text tokens a window holds"
             )));
         }
-        let windowing = |strategy| {
-            let mut t = model.tokenizer.clone();
-            t.with_truncation(Some(TruncationParams {
-                max_length: window,
-                stride,
-                strategy,
-                direction: TruncationDirection::Right,
-            }))
-            .map(|_| ())
-            .map_err(|e| TaskError::Tokenizer(e.to_string()))?;
-            Ok::<_, TaskError>(t)
-        };
-        let windowed = windowing(TruncationStrategy::LongestFirst)?;
-        let windowed_pair = windowing(TruncationStrategy::OnlySecond)?;
         let pad_id = naba_models::tokenizer::pad_id(&model.tokenizer, model.config.pad_token_id);
         let subword_prefix = naba_models::tokenizer::continuing_subword_prefix(&model.tokenizer);
         let unk_id = ["[UNK]", "<unk>"]
@@ -233,9 +215,8 @@ impl Pipeline {
             .find_map(|t| model.tokenizer.token_to_id(t));
         Ok(Self {
             model,
-            windowed,
-            windowed_pair,
             window,
+            room,
             stride,
             batch_size: opts.batch_size.max(1),
             max_chars: opts.max_chars,
@@ -256,6 +237,14 @@ impl Pipeline {
 
     pub fn stride(&self) -> usize {
         self.stride
+    }
+
+    /// The windows a text is read in (token ids, type ids, offsets), as `ner` and `classify`
+    /// make them: for benchmarks and diagnostics that feed other engines the same input.
+    pub fn windows(&self, text: &str, target: Option<&str>) -> Result<Vec<Encoding>, TaskError> {
+        Ok(self
+            .prepare(text, target, &NormalizeOptions::default())?
+            .windows)
     }
 
     /// Entities of each text, in input order; each text fails or succeeds on its own.
@@ -458,10 +447,7 @@ impl Pipeline {
         // With a target the text goes second, so truncation slides over the text alone.
         let encoding = match &target {
             Some(t) => self.encode_pair(t, &body)?,
-            None => self
-                .windowed
-                .encode_char_offsets(body.as_str(), true)
-                .map_err(|e| TaskError::Tokenizer(e.to_string()))?,
+            None => self.encode_single(&body)?,
         };
         let mut windows = vec![encoding.clone()];
         windows.extend(encoding.get_overflowing().iter().cloned());
@@ -485,6 +471,18 @@ impl Pipeline {
         })
     }
 
+    /// Encodes a text in windows of `self.window` tokens, specials included, consecutive
+    /// windows sharing `self.stride` tokens: exactly what the tokenizer does with truncation
+    /// (longest first, right) and overflowing set, done here on the one tokenizer every model
+    /// of the process shares instead of on a copy of it per setting.
+    fn encode_single(&self, body: &str) -> Result<Encoding, TaskError> {
+        let tok = |e: tokenizers::Error| TaskError::Tokenizer(e.to_string());
+        let tokenizer = &self.model.tokenizer;
+        let mut enc = tokenizer.encode_char_offsets(body, false).map_err(tok)?;
+        enc.truncate(self.room, self.stride, TruncationDirection::Right);
+        tokenizer.post_process(enc, None, true).map_err(tok)
+    }
+
     /// Encodes (target, text), windowing only the text. The tokenizer refuses (by panicking) to
     /// window when the room the target leaves is not larger than the stride, so that case is
     /// decided here: a text that fits is encoded whole, otherwise the target is too long.
@@ -503,9 +501,14 @@ impl Pipeline {
             .map_or(4, |p| p.added_tokens(true));
         let room = self.window.saturating_sub(target_tokens + specials);
         if room > self.stride {
-            return self
-                .windowed_pair
-                .encode_char_offsets((target, body), true)
+            let tokenizer = &self.model.tokenizer;
+            let first = tokenizer.encode_char_offsets(target, false).map_err(tok)?;
+            let mut second = tokenizer.encode_char_offsets(body, false).map_err(tok)?;
+            // What the tokenizer gives the second sequence of a pair, before its template.
+            second.set_type_ids(vec![1; second.len()]);
+            second.truncate(room, self.stride, TruncationDirection::Right);
+            return tokenizer
+                .post_process(first, Some(second), true)
                 .map_err(tok);
         }
         let text_tokens = self.model.tokenizer.encode(body, false).map_err(tok)?.len();

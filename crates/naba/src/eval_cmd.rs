@@ -263,6 +263,7 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
             revision: None,
             dequantize: false,
             head_hint: Some(head),
+            ..LoadOptions::default()
         },
     )
     .with_context(|| format!("cannot load model `{}`", job.model))?;
