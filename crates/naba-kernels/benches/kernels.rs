@@ -5,6 +5,7 @@
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use naba_kernels::linear::{linear, Epilogue};
+use naba_kernels::packed::PackedMatrix;
 use naba_kernels::{attention, math, norm, Isa};
 
 const TOKENS: usize = 512;
@@ -120,9 +121,14 @@ fn block_products(c: &mut Criterion) {
         let x = data(m * k);
         let w = data(n * k);
         g.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        g.bench_function(name, |b| {
+        g.bench_function(BenchmarkId::new("gemm-crate", name), |b| {
             let mut out = vec![0f32; m * n];
             b.iter(|| linear(isa, &x, &w, None, &mut out, m, k, n, Epilogue::None))
+        });
+        let packed = PackedMatrix::pack(isa, &w, n, k);
+        g.bench_function(BenchmarkId::new("packed", name), |b| {
+            let mut out = vec![0f32; m * n];
+            b.iter(|| packed.linear(&x, None, &mut out, m, Epilogue::None))
         });
     }
     g.finish();

@@ -4,7 +4,8 @@
 //! none of these has a backward pass.
 
 use crate::linear::Epilogue;
-use crate::{attention, linear, norm, Isa};
+use crate::packed::PackedMatrix;
+use crate::{attention, norm, Isa};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Error, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -34,20 +35,20 @@ fn host_vec(t: &Tensor) -> Result<Arc<[f32]>> {
         .into())
 }
 
-/// `y = x Wᵀ + b`, then GELU if asked, for `x` of `[rows, in]`.
+/// `y = x Wᵀ + b`, then GELU if asked, for `x` of `[rows, in]`; the weight is packed once, here,
+/// for the product kernel of this CPU ([`PackedMatrix`]).
 #[derive(Debug, Clone)]
 pub struct FusedLinear {
-    weight: Tensor,
+    weight: PackedMatrix,
     bias: Option<Arc<[f32]>>,
     epilogue: Epilogue,
-    isa: Isa,
 }
 
 impl FusedLinear {
-    /// `weight` `[out, in]` (made f32 and contiguous here), `bias` `[out]`.
+    /// `weight` `[out, in]`, `bias` `[out]`.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue) -> Result<Self> {
-        let weight = weight.to_dtype(candle_core::DType::F32)?.contiguous()?;
-        let (out, _) = weight.dims2()?;
+        let (out, inp) = weight.dims2()?;
+        let w = host_vec(weight)?;
         let bias = bias.map(host_vec).transpose()?;
         if let Some(b) = &bias {
             if b.len() != out {
@@ -58,10 +59,9 @@ impl FusedLinear {
             }
         }
         Ok(Self {
-            weight,
+            weight: PackedMatrix::pack(Isa::best(), &w, out, inp),
             bias,
             epilogue,
-            isa: Isa::best(),
         })
     }
 
@@ -70,10 +70,7 @@ impl FusedLinear {
     pub fn stacked(parts: &[(&Tensor, Option<&Tensor>)]) -> Result<Self> {
         let ws: Vec<Tensor> = parts.iter().map(|(w, _)| (*w).clone()).collect();
         let weight = Tensor::cat(&ws, 0)?;
-        let bias = if parts.iter().all(|(_, b)| b.is_some()) {
-            let bs: Vec<Tensor> = parts.iter().filter_map(|(_, b)| (*b).cloned()).collect();
-            Some(Tensor::cat(&bs, 0)?)
-        } else if parts.iter().any(|(_, b)| b.is_some()) {
+        let bias = if parts.iter().any(|(_, b)| b.is_some()) {
             let mut bs = Vec::with_capacity(parts.len());
             for (w, b) in parts {
                 bs.push(match b {
@@ -89,47 +86,32 @@ impl FusedLinear {
     }
 
     pub fn out_features(&self) -> usize {
-        self.weight.dims()[0]
+        self.weight.out_features()
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.apply_op2_no_bwd(&self.weight, self)
+        x.apply_op1_no_bwd(self)
     }
 }
 
-impl CustomOp2 for FusedLinear {
+impl CustomOp1 for FusedLinear {
     fn name(&self) -> &'static str {
         "naba-fused-linear"
     }
 
-    fn cpu_fwd(
-        &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (m, k) = dims2(xl, "linear input")?;
-        let (n, k2) = dims2(wl, "linear weight")?;
-        if k != k2 {
+        let n = self.weight.out_features();
+        if k != self.weight.in_features() {
             return Err(Error::Msg(format!(
-                "linear: input has {k} features but the weight takes {k2}"
+                "linear: input has {k} features but the weight takes {}",
+                self.weight.in_features()
             )));
         }
         let x = f32_slice(xs, xl, "linear input")?;
-        let w = f32_slice(ws, wl, "linear weight")?;
         let mut out = vec![0f32; m * n];
-        linear::linear(
-            self.isa,
-            x,
-            w,
-            self.bias.as_deref(),
-            &mut out,
-            m,
-            k,
-            n,
-            self.epilogue,
-        );
+        self.weight
+            .linear(x, self.bias.as_deref(), &mut out, m, self.epilogue);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }

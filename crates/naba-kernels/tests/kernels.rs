@@ -4,6 +4,7 @@
 use candle_core::{Device, Tensor};
 use naba_kernels::linear::{linear, Epilogue};
 use naba_kernels::ops::{FusedLinear, LayerNormOp, PackedAttention};
+use naba_kernels::packed::PackedMatrix;
 use naba_kernels::{attention, math, norm, Isa};
 use proptest::prelude::*;
 
@@ -123,7 +124,7 @@ proptest! {
     }
 
     #[test]
-    fn linear_matches_f64(m in 1usize..40, k in 1usize..70, n in 1usize..45, seed in any::<u64>(),
+    fn linear_matches_f64(m in 1usize..300, k in 1usize..70, n in 1usize..45, seed in any::<u64>(),
                           with_bias in any::<bool>(), gelu in any::<bool>()) {
         let x = values(m * k, seed, 1.0);
         let w = values(n * k, seed ^ 5, 1.0);
@@ -146,6 +147,14 @@ proptest! {
             for (g, wv) in got.iter().zip(&want) {
                 prop_assert!((g - wv).abs() <= 1e-5 * (k as f32).sqrt().max(1.0),
                     "{}: {g} vs {wv}", isa.name());
+            }
+            // The same product through the weight packed for this path's kernel.
+            let packed = PackedMatrix::pack(isa, &w, n, k);
+            let mut got = vec![f32::NAN; m * n];
+            packed.linear(&x, with_bias.then_some(b.as_slice()), &mut got, m, epi);
+            for (g, wv) in got.iter().zip(&want) {
+                prop_assert!((g - wv).abs() <= 1e-5 * (k as f32).sqrt().max(1.0),
+                    "packed {}: {g} vs {wv}", isa.name());
             }
         }
     }
