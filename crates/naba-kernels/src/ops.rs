@@ -48,7 +48,24 @@ impl FusedLinear {
     /// `weight` `[out, in]`, `bias` `[out]`.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue) -> Result<Self> {
         let (out, inp) = weight.dims2()?;
-        let w = host_vec(weight)?;
+        let weight = weight
+            .to_dtype(candle_core::DType::F32)?
+            .contiguous()?
+            .to_device(&candle_core::Device::Cpu)?;
+        // Packed straight from the tensor's own storage: five models load side by side, and a
+        // second copy of each weight would raise the peak by their whole size.
+        let packed = {
+            let (storage, layout) = weight.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                return Err(Error::Msg("linear: the weight is not on the CPU".into()));
+            };
+            PackedMatrix::pack(
+                Isa::best(),
+                f32_slice(cpu, layout, "linear weight")?,
+                out,
+                inp,
+            )
+        };
         let bias = bias.map(host_vec).transpose()?;
         if let Some(b) = &bias {
             if b.len() != out {
@@ -59,7 +76,7 @@ impl FusedLinear {
             }
         }
         Ok(Self {
-            weight: PackedMatrix::pack(Isa::best(), &w, out, inp),
+            weight: packed,
             bias,
             epilogue,
         })

@@ -138,6 +138,7 @@ impl Model {
                 config.vocab_size
             )));
         }
+        release_freed_memory();
         Ok(Model {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -193,6 +194,17 @@ impl Model {
 
     pub fn head_kind(&self) -> HeadKind {
         self.config.head
+    }
+}
+
+/// Loading reads each weight, packs it for the kernels and frees the read copy: hundreds of
+/// megabytes in blocks of under a megabyte, which glibc keeps in its heaps after `free`. Hand
+/// them back, or five models stay some 300 MB larger than what they hold.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own heaps; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
