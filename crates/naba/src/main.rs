@@ -1,6 +1,7 @@
 //! `naba`: Arabic news topic, stance and named entities from the command line. This binary only
 //! wires the library crates together; each subcommand lives in its own module.
 
+mod bench_cmd;
 mod eval_cmd;
 mod input;
 mod models_cmd;
@@ -21,6 +22,9 @@ use std::process::ExitCode;
         cache when HF_HUB_OFFLINE=1), or the base encoder fetched by `naba models fetch`."
 )]
 struct Cli {
+    /// CPU threads for model work (default: every core).
+    #[arg(long, global = true, env = "NABA_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +42,8 @@ enum Command {
     /// Fetch and list models.
     #[command(subcommand)]
     Models(models_cmd::ModelsCommand),
+    /// Time a model over a corpus the way scripts/bench/run.py compares engines.
+    Bench(Box<bench_cmd::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -50,12 +56,17 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Err(err) = set_threads(cli.threads) {
+        eprintln!("error: {}", one_line(&err));
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Eval(args) => eval_cmd::run(*args),
         Command::Train(args) => train_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Models(cmd) => models_cmd::run(cmd),
+        Command::Bench(args) => bench_cmd::run(*args),
     };
     match result {
         Ok(code) => code,
@@ -64,6 +75,23 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// One pool of model threads for the whole process: naba's kernels and candle's both split
+/// work over rayon's global pool, and candle's own helpers read `RAYON_NUM_THREADS`.
+fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    let Some(n) = threads else {
+        return Ok(());
+    };
+    if n == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    // SAFETY (of set_var): called before any other thread of this process exists.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("cannot start {n} threads: {e}"))
 }
 
 /// The error and its causes on one line: scripts read the first line of stderr.

@@ -1,0 +1,258 @@
+//! `naba bench`: how fast naba runs a model over a corpus, measured the way the Python peers in
+//! `scripts/bench/peers.py` measure themselves, on the very windows naba reads (written out so
+//! the peers get the same input). `scripts/bench/run.py` runs this and the peers side by side.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use naba_models::{Batch, LoadOptions, Model};
+use naba_tasks::{NerOptions, Pipeline, PipelineOptions};
+use serde_json::json;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use tokenizers::Encoding;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model: a checkpoint directory or an installed model name.
+    #[arg(long)]
+    model: String,
+    /// JSONL documents.
+    #[arg(long)]
+    data: PathBuf,
+    /// Field that holds the text.
+    #[arg(long, default_value = "text")]
+    text_col: String,
+    /// Keep only records whose FIELD equals VALUE (repeatable), e.g. `split=test`.
+    #[arg(long = "filter", value_parser = parse_filter)]
+    filters: Vec<(String, String)>,
+    /// Documents to read (the first N that pass the filters and have text).
+    #[arg(long, default_value_t = 300)]
+    docs: usize,
+    /// Windows per model call.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Single-request latency runs (one window of 256 tokens each).
+    #[arg(long, default_value_t = 30)]
+    latency_runs: usize,
+    /// Write the windows, in the order they are batched, as JSONL (`doc`, `ids`, `type_ids`).
+    #[arg(long)]
+    windows_out: Option<PathBuf>,
+    /// Write the 256-token latency request as JSON (`ids`).
+    #[arg(long)]
+    latency_window_out: Option<PathBuf>,
+    /// Write the logits of the first --dump-n windows (real tokens only, flattened) as JSON.
+    #[arg(long)]
+    dump_logits: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    dump_n: usize,
+    /// Where to write the result JSON (also printed).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn parse_filter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(a, _)| !a.is_empty())
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .ok_or_else(|| format!("`{s}`: write the filter as FIELD=VALUE"))
+}
+
+fn read_texts(args: &BenchArgs) -> Result<Vec<String>> {
+    let file = std::fs::File::open(&args.data)
+        .with_context(|| format!("cannot open {}", args.data.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        if out.len() == args.docs {
+            break;
+        }
+        let line = line.with_context(|| format!("cannot read {}", args.data.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not JSON", args.data.display(), i + 1))?;
+        let keep = args.filters.iter().all(|(k, want)| match &v[k] {
+            serde_json::Value::String(s) => s == want,
+            // Numbers and booleans compare by their JSON text (`year=2020`).
+            other => want.as_str() == other.to_string().as_str(),
+        });
+        match v[&args.text_col].as_str() {
+            Some(t) if keep && !t.trim().is_empty() => out.push(t.to_string()),
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no document in {} has a non-empty `{}` field passing the filters",
+            args.data.display(),
+            args.text_col
+        );
+    }
+    Ok(out)
+}
+
+fn write_json(path: &PathBuf, v: &serde_json::Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_vec(v)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Logits of a batch of windows, real tokens only: what `Pipeline` computes per batch.
+fn logits(model: &Model, encs: &[&Encoding], pad: u32) -> Result<Vec<Vec<f32>>> {
+    let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
+    let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
+    let batch = Batch::from_rows(&ids, Some(&types), pad, model.encoder.device())?;
+    let hidden = model.encoder.forward(&batch)?;
+    let Some(l) = model.head.forward(&hidden)? else {
+        bail!("the model has no task head to benchmark");
+    };
+    let mut out = Vec::with_capacity(encs.len());
+    for (i, e) in encs.iter().enumerate() {
+        let row = l.get(i)?;
+        let row = if row.rank() == 2 {
+            row.narrow(0, 0, e.len())?
+        } else {
+            row
+        };
+        out.push(row.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let texts = read_texts(&args)?;
+    let model = Model::load(&args.model, &LoadOptions::default())
+        .with_context(|| format!("cannot load model `{}`", args.model))?;
+    let engine = format!("{:?}", model.encoder.engine()).to_lowercase();
+    let pipeline = Pipeline::new(
+        model,
+        &PipelineOptions {
+            batch_size: args.batch_size,
+            ..PipelineOptions::default()
+        },
+    )?;
+    let mut jobs: Vec<(usize, Encoding)> = Vec::new();
+    for (d, t) in texts.iter().enumerate() {
+        for w in pipeline.windows(t, None)? {
+            jobs.push((d, w));
+        }
+    }
+    // The pipeline's own order: longest first, stable, in batches of --batch-size.
+    jobs.sort_by_key(|(_, e)| std::cmp::Reverse(e.len()));
+    let subwords: usize = jobs.iter().map(|(_, e)| e.len()).sum();
+    if let Some(p) = &args.windows_out {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        );
+        for (d, e) in &jobs {
+            writeln!(
+                f,
+                "{}",
+                json!({"doc": d, "ids": e.get_ids(), "type_ids": e.get_type_ids()})
+            )?;
+        }
+        f.flush()?;
+    }
+    let model = pipeline.model();
+    let pad = naba_models::tokenizer::pad_id(&model.tokenizer, model.config.pad_token_id);
+    let batches: Vec<Vec<&Encoding>> = jobs
+        .chunks(args.batch_size.max(1))
+        .map(|c| c.iter().map(|(_, e)| e).collect())
+        .collect();
+
+    // Warm-up batch, not counted (as the peers do).
+    logits(model, &batches[0], pad)?;
+    let start = Instant::now();
+    let mut dumped = Vec::new();
+    for b in &batches {
+        let out = logits(model, b, pad)?;
+        if dumped.len() < args.dump_n {
+            dumped.extend(out.into_iter().take(args.dump_n - dumped.len()));
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    // The whole pipeline (tokenise, run, decode entities) on the same documents.
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let ner = pipeline.ner(&refs, &NerOptions::default());
+    let pipeline_seconds = start.elapsed().as_secs_f64();
+    if let Some(e) = ner.iter().find_map(|r| r.as_ref().err()) {
+        eprintln!("note: the pipeline pass reported an error for a document: {e}");
+    }
+
+    let longest = &jobs[0].1;
+    let n = longest.len().min(256);
+    let lat_ids = longest.get_ids()[..n].to_vec();
+    let lat_types = longest.get_type_ids()[..n].to_vec();
+    if let Some(p) = &args.latency_window_out {
+        write_json(p, &json!({"ids": lat_ids, "type_ids": lat_types}))?;
+    }
+    let one = |ids: &[u32], types: &[u32]| -> Result<()> {
+        let batch = Batch::from_rows(
+            &[ids.to_vec()],
+            Some(&[types.to_vec()]),
+            pad,
+            model.encoder.device(),
+        )?;
+        let hidden = model.encoder.forward(&batch)?;
+        if let Some(l) = model.head.forward(&hidden)? {
+            l.flatten_all()?.to_vec1::<f32>()?;
+        }
+        Ok(())
+    };
+    for _ in 0..3 {
+        one(&lat_ids, &lat_types)?;
+    }
+    let mut lat = Vec::with_capacity(args.latency_runs);
+    for _ in 0..args.latency_runs {
+        let t = Instant::now();
+        one(&lat_ids, &lat_types)?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+
+    if let Some(p) = &args.dump_logits {
+        write_json(p, &json!(dumped))?;
+    }
+    let result = json!({
+        "engine": "naba",
+        "version": format!("naba {} ({engine} engine, {} kernels)", env!("CARGO_PKG_VERSION"), naba_kernels::Isa::best().name()),
+        "threads": naba_kernels::threads(),
+        "batch_size": args.batch_size,
+        "windows": jobs.len(),
+        "subwords": subwords,
+        "docs": texts.len(),
+        "seconds": seconds,
+        "subwords_per_s": subwords as f64 / seconds,
+        "docs_per_s": texts.len() as f64 / seconds,
+        "pipeline_seconds": pipeline_seconds,
+        "pipeline_subwords_per_s": subwords as f64 / pipeline_seconds,
+        "latency_tokens": n,
+        "latency_p50_ms": percentile(&lat, 0.5),
+        "latency_p99_ms": percentile(&lat, 0.99),
+        "startup_s": serde_json::Value::Null,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    if let Some(p) = &args.out {
+        write_json(p, &result)?;
+    }
+    println!("{result}");
+    Ok(ExitCode::SUCCESS)
+}

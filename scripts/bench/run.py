@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""Side-by-side CPU inference benchmark: naba (Rust, candle) against torch and onnxruntime
+running the same checkpoint on the same windows.
+
+Each engine runs in its own process, one after the other, with the same thread count, the same
+windows and the same batch size:
+
+1. `naba --threads N bench ...` tokenises the documents exactly as naba's pipeline does,
+   writes the windows in the order it batches them (windows.jsonl) and the single-request
+   latency window (latency.json), then times itself (naba.json).
+2. naba's start-up: `naba --threads N predict --task ner --model DIR "<short text>"`, run
+   --startup-runs times as separate processes; the median wall time is naba's startup_s and
+   the child's peak RSS (wait4) is kept as startup_rss_mb.
+3. Each peer engine (torch-f32, torch-bf16, ort-f32, ort-int8) through peers.py on those
+   windows, after a separate `--prepare-only` process for the ONNX engines (so export and
+   quantisation never count). Each peer is also started --startup-runs times with --probe
+   (load, answer one 16-token request, exit), timed from here exactly like naba's predict
+   process: that is the "first answer s" column, the one start-up figure defined the same way
+   for every engine. peers.py's own startup_s (inside the process, to the model being ready,
+   interpreter start excluded) is the "start-up s" column for the peers.
+
+Then it prints a markdown table and writes it, with every raw JSON and log, to --out-dir.
+An engine that fails gets its error in its row; the others still run. Every child process is
+killed after --timeout seconds.
+
+    python3 scripts/bench/run.py --naba target/release/naba \\
+        --model ~/.cache/naba/models/ner-anercorp \\
+        --data ../shared/datasets/antcorpus/ant_corpus_v1.1.jsonl --docs 200 \\
+        --threads 2 --batch-size 16 --out-dir .cache/bench/ner-t2
+
+The peers run in their own virtual environment (--python, default
+~/.cache/naba-peers/bin/python); --setup creates it when missing (torch, transformers,
+onnxruntime, onnx from PyPI). run.py itself needs only the standard library; it reads the
+logit dumps with json, so the accuracy check needs no numpy either.
+
+Files in --out-dir: windows.jsonl, latency.json, <engine>.json, <engine>.logits.json,
+<engine>.log (the child's stdout and stderr), results.md, results.json.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+PEERS = HERE / "peers.py"
+PEER_ENGINES = ("torch-f32", "torch-bf16", "ort-f32", "ort-int8")
+ALL_ENGINES = ("naba",) + PEER_ENGINES
+DEFAULT_PYTHON = pathlib.Path.home() / ".cache" / "naba-peers" / "bin" / "python"
+REFERENCE = "torch-f32"
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+# A short news-like sentence with two entities: enough to exercise the whole pipeline once.
+STARTUP_TEXT = "استقبل الرئيس التونسي في قصر قرطاج وزير الخارجية الفرنسي صباح اليوم."
+STANCE_TARGET = "الحكومة"
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--naba", type=pathlib.Path, help="the naba binary")
+    p.add_argument("--model", required=True, type=pathlib.Path, help="checkpoint directory")
+    p.add_argument("--data", type=pathlib.Path, help="JSONL documents (passed to naba bench)")
+    p.add_argument("--docs", type=int, default=200, help="documents to read (naba bench)")
+    p.add_argument("--filter", default="split=test",
+                   help="naba bench's --filter ('' passes none)")
+    p.add_argument("--text-col", default="text", help="naba bench's --text-col ('' passes none)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--latency-runs", type=int, default=100)
+    p.add_argument("--dump-n", type=int, default=8,
+                   help="windows whose logits every engine dumps for the accuracy line")
+    p.add_argument("--engines", default=",".join(ALL_ENGINES),
+                   help=f"comma list, from {','.join(ALL_ENGINES)}")
+    p.add_argument("--out-dir", required=True, type=pathlib.Path)
+    p.add_argument("--python", type=pathlib.Path, default=DEFAULT_PYTHON,
+                   help="interpreter of the peers' virtual environment")
+    p.add_argument("--setup", action="store_true",
+                   help="create the peers' virtual environment if --python does not exist")
+    p.add_argument("--cache-dir", type=pathlib.Path,
+                   default=pathlib.Path.home() / ".cache" / "naba-peers" / "onnx",
+                   help="where peers.py keeps its ONNX exports")
+    p.add_argument("--ort-fuse", action="store_true",
+                   help="ORT engines use onnxruntime's fused BERT graph (see peers.py)")
+    p.add_argument("--startup-runs", type=int, default=3,
+                   help="start-up processes per engine (median reported); 0 skips them")
+    p.add_argument("--startup-text", default=STARTUP_TEXT)
+    p.add_argument("--naba-task", choices=("ner", "topic", "stance"),
+                   help="task of naba's start-up probe (default: from the config)")
+    p.add_argument("--windows", type=pathlib.Path,
+                   help="reuse these windows instead of running naba bench (naba is then skipped)")
+    p.add_argument("--latency-window", type=pathlib.Path,
+                   help="with --windows: the latency window to reuse")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
+    args = p.parse_args()
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in args.engines if e not in ALL_ENGINES]
+    if unknown:
+        p.error(f"unknown engine(s): {', '.join(unknown)}")
+    if args.windows is None:
+        if args.naba is None or args.data is None:
+            p.error("--naba and --data are needed to make the windows (or give --windows)")
+    elif "naba" in args.engines:
+        print("note: --windows given, so naba bench does not run and naba is skipped",
+              file=sys.stderr)
+        args.engines.remove("naba")
+    return args
+
+
+# ---------------------------------------------------------------- child processes
+
+class Child:
+    """What one child process did: exit code (None if it never ran or was killed), wall
+    seconds, peak RSS in MiB (its own, from wait4), and an error line or None."""
+
+    def __init__(self, rc, wall_s, rss_mb, error):
+        self.rc, self.wall_s, self.rss_mb, self.error = rc, wall_s, rss_mb, error
+
+
+def run_child(cmd, log_path, timeout):
+    """Runs `cmd` with stdout and stderr appended to `log_path`, killed (with its process
+    group) after `timeout` seconds. Waits with wait4 so the child's own rusage comes back,
+    not a total over every child this script has had."""
+    cmd = [str(c) for c in cmd]
+    with open(log_path, "ab") as log:
+        log.write(f"$ {shlex.join(cmd)}\n".encode())
+        log.flush()
+        start = time.perf_counter()
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as err:
+            return Child(None, 0.0, None, f"could not start {cmd[0]}: {err}")
+        lock = threading.Lock()
+        state = {"exited": False, "killed": False}
+
+        def kill():
+            # Under the lock and only while the child is unreaped, so the group id cannot
+            # belong to some later process.
+            with lock:
+                if not state["exited"]:
+                    state["killed"] = True
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        # Wait without reaping (the zombie keeps its pid and group), mark it, then reap.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        wall = time.perf_counter() - start
+        with lock:
+            state["exited"] = True
+        timer.cancel()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    rss_mb = round(usage.ru_maxrss / 1024, 1)  # KiB on Linux
+    if state["killed"]:
+        return Child(None, wall, rss_mb, f"timed out after {timeout:.0f} s")
+    if proc.returncode != 0:
+        return Child(proc.returncode, wall, rss_mb,
+                     f"exit {proc.returncode}: {last_error_line(log_path)}")
+    return Child(0, wall, rss_mb, None)
+
+
+def last_error_line(log_path):
+    """The line of the log most likely to name the failure: the last one mentioning an
+    error, else the last non-empty one."""
+    lines = [l.strip() for l in log_path.read_text(errors="replace").splitlines() if l.strip()]
+    lines = [l for l in lines if not l.startswith("$ ")]
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line[:300]
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def startup_probe(cmd, runs, log_path, timeout):
+    """Median wall seconds and the largest peak RSS over `runs` processes of `cmd`, or an
+    error string."""
+    walls, rss = [], []
+    for _ in range(runs):
+        child = run_child(cmd, log_path, timeout)
+        if child.error:
+            return None, None, child.error
+        walls.append(child.wall_s)
+        rss.append(child.rss_mb)
+    return round(statistics.median(walls), 3), max(rss), None
+
+
+def read_json(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return {"error": f"no result in {path.name}: {err}"}
+
+
+# ---------------------------------------------------------------- engines
+
+def naba_task(args, config):
+    if args.naba_task:
+        return args.naba_task
+    archs = config.get("architectures") or []
+    if any(a.endswith("ForTokenClassification") for a in archs):
+        return "ner"
+    return "topic"
+
+
+def run_naba(args, config, out):
+    """naba bench (which also writes the windows), then naba's start-up probe. Returns the
+    result dict (with "error" on failure)."""
+    log = out / "naba.log"
+    cmd = [args.naba, "--threads", args.threads, "bench",
+           "--model", args.model, "--data", args.data, "--docs", args.docs,
+           *(["--filter", args.filter] if args.filter else []),
+           *(["--text-col", args.text_col] if args.text_col else []),
+           "--batch-size", args.batch_size, "--latency-runs", args.latency_runs,
+           "--windows-out", out / "windows.jsonl",
+           "--latency-window-out", out / "latency.json",
+           "--dump-logits", out / "naba.logits.json", "--dump-n", args.dump_n,
+           "--out", out / "naba.json"]
+    print("naba bench ...", file=sys.stderr)
+    child = run_child(cmd, log, args.timeout)
+    if child.error:
+        return {"engine": "naba", "error": child.error}
+    result = read_json(out / "naba.json")
+    if "error" in result:
+        return {"engine": "naba", **result}
+    result["engine"] = "naba"
+    if result.get("peak_rss_mb") is None:
+        result["peak_rss_mb"] = child.rss_mb  # same measure, taken from outside
+    if args.startup_runs > 0:
+        task = naba_task(args, config)
+        probe = [args.naba, "--threads", args.threads, "predict", "--task", task,
+                 "--model", args.model]
+        if task == "stance":
+            probe += ["--target", STANCE_TARGET]
+        probe.append(args.startup_text)
+        print(f"naba start-up ({args.startup_runs} runs) ...", file=sys.stderr)
+        wall, rss, err = startup_probe(probe, args.startup_runs, log, args.timeout)
+        if err:
+            result["startup_error"] = err
+        # For naba one figure serves both columns: its predict process is the first answer.
+        result["startup_s"] = wall
+        result["first_answer_s"] = wall
+        result["startup_rss_mb"] = rss
+    return result
+
+
+def run_peer(args, engine, windows, latency, out):
+    log = out / f"{engine}.log"
+    base = [args.python, PEERS, "--checkpoint", args.model, "--engine", engine,
+            "--threads", args.threads, "--cache-dir", args.cache_dir]
+    if args.ort_fuse:
+        base.append("--ort-fuse")
+    if engine.startswith("ort"):
+        print(f"{engine}: preparing ONNX ...", file=sys.stderr)
+        child = run_child(base + ["--prepare-only"], log, args.timeout)
+        if child.error:
+            return {"engine": engine, "error": f"prepare: {child.error}"}
+    print(f"{engine} ...", file=sys.stderr)
+    cmd = base + ["--windows", windows, "--batch-size", args.batch_size,
+                  "--latency-runs", args.latency_runs, "--out", out / f"{engine}.json",
+                  "--dump-logits", out / f"{engine}.logits.json", "--dump-n", args.dump_n]
+    if latency:
+        cmd += ["--latency-window", latency]
+    child = run_child(cmd, log, args.timeout)
+    if child.error:
+        return {"engine": engine, "error": child.error}
+    result = read_json(out / f"{engine}.json")
+    if "error" in result:
+        return {"engine": engine, **result}
+    if args.startup_runs > 0:
+        probe = base + ["--probe"] + (["--latency-window", latency] if latency else [])
+        print(f"{engine} start-up ({args.startup_runs} runs) ...", file=sys.stderr)
+        wall, rss, err = startup_probe(probe, args.startup_runs, log, args.timeout)
+        if err:
+            result["startup_error"] = err
+        result["first_answer_s"] = wall
+        result["startup_rss_mb"] = rss
+    return result
+
+
+# ---------------------------------------------------------------- accuracy
+
+def compare_logits(dump, reference, num_labels):
+    """Max |difference| and argmax agreement (share of tokens, or of windows for sequence
+    classification) of `dump` against `reference`; both are lists of flattened windows."""
+    if len(dump) != len(reference):
+        return {"error": f"{len(dump)} windows dumped against {len(reference)}"}
+    max_diff, agree, total = 0.0, 0, 0
+    for w, (a, b) in enumerate(zip(dump, reference)):
+        if len(a) != len(b) or len(a) % num_labels:
+            return {"error": f"window {w}: {len(a)} logits against {len(b)}"}
+        for i in range(0, len(a), num_labels):
+            ra, rb = a[i:i + num_labels], b[i:i + num_labels]
+            max_diff = max(max_diff, max(abs(x - y) for x, y in zip(ra, rb)))
+            agree += ra.index(max(ra)) == rb.index(max(rb))
+            total += 1
+    if math.isnan(max_diff):
+        return {"error": "NaN in logits"}
+    return {"windows": len(dump), "rows": total, "max_abs_diff": max_diff,
+            "argmax_agreement": agree / total if total else None}
+
+
+def accuracy(engines, results, out, num_labels):
+    ref_path = out / f"{REFERENCE}.logits.json"
+    if "error" in results.get(REFERENCE, {"error": 1}) or not ref_path.exists():
+        return {}
+    reference = json.loads(ref_path.read_text())
+    report = {}
+    for engine in engines:
+        path = out / f"{engine}.logits.json"
+        if engine == REFERENCE or "error" in results[engine] or not path.exists():
+            continue
+        try:
+            report[engine] = compare_logits(json.loads(path.read_text()), reference, num_labels)
+        except (ValueError, TypeError) as err:
+            report[engine] = {"error": f"unreadable dump: {err}"}
+    return report
+
+
+# ---------------------------------------------------------------- report
+
+def machine_info(args, results):
+    model, flags = "unknown", set()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    versions = {"python (run.py)": platform.python_version()}
+    if "naba" in results and args.naba:
+        try:
+            versions["naba"] = subprocess.run([str(args.naba), "--version"], capture_output=True,
+                                              text=True, timeout=60).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    for engine, result in results.items():
+        if result.get("version"):
+            versions[engine] = result["version"]
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": versions,
+    }
+
+
+def fmt(value, digits):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def table(engines, results, machine, acc):
+    ref = results.get(REFERENCE, {})
+    ref_tput = ref.get("subwords_per_s") if "error" not in ref else None
+    lines = [
+        "| engine | sub-words/s | docs/s | vs torch-f32 | p50 ms | p99 ms | start-up s "
+        "| first answer s | peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for engine in engines:
+        r = results[engine]
+        if "error" in r:
+            lines.append(f"| {engine} | failed: {r['error'].replace('|', '/')} "
+                         "| | | | | | | |")
+            continue
+        tput = r.get("subwords_per_s")
+        ratio = f"{tput / ref_tput:.2f}×" if tput and ref_tput else "–"
+        lines.append(
+            f"| {engine} | {fmt(tput, 0)} | {fmt(r.get('docs_per_s'), 2)} | {ratio} "
+            f"| {fmt(r.get('latency_p50_ms'), 1)} | {fmt(r.get('latency_p99_ms'), 1)} "
+            f"| {fmt(r.get('startup_s'), 2)} | {fmt(r.get('first_answer_s'), 2)} "
+            f"| {fmt(r.get('peak_rss_mb'), 0)} |")
+    first = next((results[e] for e in engines if "error" not in results[e]), {})
+    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["flags"].items())
+    versions = "; ".join(f"{k}: {v}" for k, v in machine["versions"].items())
+    out = [
+        f"Machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs; {flags}); "
+        f"{machine['threads']} threads, batch {machine['batch_size']}; {machine['date']}.",
+        f"Versions: {versions}.",
+        f"Workload: {first.get('windows', '?')} windows, {first.get('subwords', '?')} sub-words, "
+        f"{first.get('docs', '?')} documents.",
+        "",
+        *lines,
+        "",
+        "sub-words/s counts real tokens only (padding is cost); latency is one request of the "
+        "latency window at batch 1. start-up s: naba, wall time of a `naba predict` process "
+        "(median); peers, time inside the process from the script's first line to the model "
+        "being ready (no interpreter start, no request). first answer s: wall time of a whole "
+        "process that loads the engine and answers one short request, measured the same way "
+        "for every engine (median). peak MB: peak RSS of the benchmark process.",
+    ]
+    for engine in engines:
+        if results[engine].get("startup_error"):
+            out.append(f"{engine} start-up runs failed: {results[engine]['startup_error']}")
+    if acc:
+        parts = []
+        for engine, a in acc.items():
+            if "error" in a:
+                parts.append(f"{engine}: {a['error']}")
+            else:
+                parts.append(f"{engine} max |Δ| {a['max_abs_diff']:.3g}, argmax agreement "
+                             f"{100 * a['argmax_agreement']:.2f}% of {a['rows']}")
+        first_acc = next((a for a in acc.values() if "windows" in a), {})
+        out += ["", f"Accuracy against torch-f32 (logits of the first "
+                    f"{first_acc.get('windows', '?')} windows): " + "; ".join(parts) + "."]
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+def setup_venv(python):
+    """Creates the peers' virtual environment (the directory two levels above `python`)."""
+    venv = python.parent.parent
+    print(f"creating {venv} ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "torch", "transformers",
+                    "onnxruntime", "onnx"], check=True)
+
+
+def main():
+    args = parse_args()
+    args.python = args.python.expanduser()
+    if not args.python.exists():
+        if not args.setup:
+            sys.exit(f"{args.python} does not exist: run with --setup, or give --python")
+        setup_venv(args.python)
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    # Logs are appended to, and a previous run's windows, results or dumps would pass for
+    # this run's if a child failed before writing its own.
+    stale = list(out.glob("*.log")) + list(out.glob("*.logits.json"))
+    stale += [out / f"{e}.json" for e in ALL_ENGINES] + [out / "results.md", out / "results.json"]
+    if args.windows is None:
+        stale += [out / "windows.jsonl", out / "latency.json"]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    config = json.loads((args.model / "config.json").read_text())
+    num_labels = len(config.get("id2label") or {}) or config.get("num_labels") or 2
+
+    results = {}
+    if args.windows is None:
+        windows, latency = out / "windows.jsonl", out / "latency.json"
+        naba = run_naba(args, config, out)
+        if "naba" in args.engines:
+            results["naba"] = naba
+        if "error" in naba and not windows.exists():
+            for engine in args.engines:
+                results.setdefault(engine, {"engine": engine,
+                                            "error": "no windows: naba bench failed"})
+    else:
+        windows, latency = args.windows, args.latency_window
+
+    for engine in args.engines:
+        if engine != "naba" and engine not in results:
+            results[engine] = run_peer(args, engine, windows, latency, out)
+
+    machine = machine_info(args, results)
+    acc = accuracy(args.engines, results, out, num_labels)
+    md = table(args.engines, results, machine, acc)
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps({
+        "machine": machine,
+        "args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+        "results": results,
+        "accuracy": acc,
+    }, indent=2, ensure_ascii=False) + "\n")
+    print(md)
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
