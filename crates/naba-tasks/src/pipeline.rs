@@ -546,7 +546,7 @@ impl Pipeline {
             .map(|p| Ok(vec![Vec::new(); p.as_ref().map_or(0, |p| p.windows.len())]))
             .collect();
         for chunk in jobs.chunks(self.batch_size) {
-            match self.forward(chunk.iter().map(|(_, _, e)| *e)) {
+            match self.logits(chunk.iter().map(|(_, _, e)| *e)) {
                 Ok(rows) => {
                     for ((d, w, _), row) in chunk.iter().zip(rows) {
                         if let Some(Ok(slots)) = out.get_mut(*d) {
@@ -570,7 +570,10 @@ impl Pipeline {
         out
     }
 
-    fn forward<'a>(
+    /// Logits of one batch of windows (as [`Pipeline::windows`] makes them), real tokens
+    /// only, flattened: `[labels]` or `[tokens * labels]` per window. What `ner` and `classify`
+    /// run per batch; public for benchmarks that time the model alone.
+    pub fn logits<'a>(
         &self,
         encs: impl Iterator<Item = &'a Encoding>,
     ) -> Result<Vec<Vec<f32>>, TaskError> {

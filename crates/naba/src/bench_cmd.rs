@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use naba_models::{Batch, LoadOptions, Model};
+use naba_models::{LoadOptions, Model};
 use naba_tasks::{NerOptions, Pipeline, PipelineOptions};
 use serde_json::json;
 use std::io::{BufRead, Write};
@@ -98,28 +98,6 @@ fn write_json(path: &PathBuf, v: &serde_json::Value) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Logits of a batch of windows, real tokens only: what `Pipeline` computes per batch.
-fn logits(model: &Model, encs: &[&Encoding], pad: u32) -> Result<Vec<Vec<f32>>> {
-    let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
-    let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
-    let batch = Batch::from_rows(&ids, Some(&types), pad, model.encoder.device())?;
-    let hidden = model.encoder.forward(&batch)?;
-    let Some(l) = model.head.forward(&hidden)? else {
-        bail!("the model has no task head to benchmark");
-    };
-    let mut out = Vec::with_capacity(encs.len());
-    for (i, e) in encs.iter().enumerate() {
-        let row = l.get(i)?;
-        let row = if row.rank() == 2 {
-            row.narrow(0, 0, e.len())?
-        } else {
-            row
-        };
-        out.push(row.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(out)
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -169,19 +147,18 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         }
         f.flush()?;
     }
-    let model = pipeline.model();
-    let pad = naba_models::tokenizer::pad_id(&model.tokenizer, model.config.pad_token_id);
     let batches: Vec<Vec<&Encoding>> = jobs
         .chunks(args.batch_size.max(1))
         .map(|c| c.iter().map(|(_, e)| e).collect())
         .collect();
 
+    let logits = |b: &[&Encoding]| pipeline.logits(b.iter().copied());
     // Warm-up batch, not counted (as the peers do).
-    logits(model, &batches[0], pad)?;
+    logits(&batches[0])?;
     let start = Instant::now();
     let mut dumped = Vec::new();
     for b in &batches {
-        let out = logits(model, b, pad)?;
+        let out = logits(b)?;
         if dumped.len() < args.dump_n {
             dumped.extend(out.into_iter().take(args.dump_n - dumped.len()));
         }
@@ -197,33 +174,25 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         eprintln!("note: the pipeline pass reported an error for a document: {e}");
     }
 
-    let longest = &jobs[0].1;
-    let n = longest.len().min(256);
-    let lat_ids = longest.get_ids()[..n].to_vec();
-    let lat_types = longest.get_type_ids()[..n].to_vec();
+    // One request of 256 tokens: the start of the longest window.
+    let mut request = jobs[0].1.clone();
+    request.truncate(256, 0, tokenizers::TruncationDirection::Right);
+    request.set_overflowing(Vec::new());
+    let n = request.len();
     if let Some(p) = &args.latency_window_out {
-        write_json(p, &json!({"ids": lat_ids, "type_ids": lat_types}))?;
-    }
-    let one = |ids: &[u32], types: &[u32]| -> Result<()> {
-        let batch = Batch::from_rows(
-            &[ids.to_vec()],
-            Some(&[types.to_vec()]),
-            pad,
-            model.encoder.device(),
+        write_json(
+            p,
+            &json!({"ids": request.get_ids(), "type_ids": request.get_type_ids()}),
         )?;
-        let hidden = model.encoder.forward(&batch)?;
-        if let Some(l) = model.head.forward(&hidden)? {
-            l.flatten_all()?.to_vec1::<f32>()?;
-        }
-        Ok(())
-    };
+    }
+    let one = || pipeline.logits(std::iter::once(&request));
     for _ in 0..3 {
-        one(&lat_ids, &lat_types)?;
+        one()?;
     }
     let mut lat = Vec::with_capacity(args.latency_runs);
     for _ in 0..args.latency_runs {
         let t = Instant::now();
-        one(&lat_ids, &lat_types)?;
+        one()?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(f64::total_cmp);
