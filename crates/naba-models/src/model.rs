@@ -117,6 +117,7 @@ impl Model {
         source: SourceKind,
         opts: &LoadOptions,
     ) -> Result<Self> {
+        let _permit = LoadPermit::acquire();
         // Building a 250k-piece tokenizer takes as long as reading the weights: do both at once.
         let (tokenizer, loaded) = std::thread::scope(|scope| {
             let tokenizer = scope.spawn(|| tokenizer::load(dir));
@@ -194,6 +195,35 @@ impl Model {
 
     pub fn head_kind(&self) -> HeadKind {
         self.config.head
+    }
+}
+
+/// A turn to load a model. A server loads its models on threads of their own; each load holds
+/// its read copy of the weights beside the packed one for a moment, so with more loads at once
+/// than cores the copies add up (five models: a 1.55 GB peak for 0.78 GB held after) without
+/// finishing any sooner.
+struct LoadPermit;
+
+static LOADING: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static LOAD_DONE: std::sync::Condvar = std::sync::Condvar::new();
+
+impl LoadPermit {
+    fn acquire() -> Self {
+        let limit = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut active = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        while *active >= limit {
+            active = LOAD_DONE.wait(active).unwrap_or_else(|e| e.into_inner());
+        }
+        *active += 1;
+        LoadPermit
+    }
+}
+
+impl Drop for LoadPermit {
+    fn drop(&mut self) {
+        let mut active = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+        *active = active.saturating_sub(1);
+        LOAD_DONE.notify_one();
     }
 }
 
