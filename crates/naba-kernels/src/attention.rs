@@ -5,6 +5,7 @@
 //! columns of the output. Q, K and V are read in place through strides, no padding is ever
 //! computed, and no mask is needed because a sequence only sees its own rows.
 
+use crate::linear::strided_product;
 use crate::{math, Isa};
 use rayon::prelude::*;
 
@@ -92,25 +93,12 @@ pub fn packed_attention(
             // start..start+len, columns h·hd..h·hd+hd of [tokens, hidden]) belongs to this task
             // alone.
             unsafe {
-                gemm::gemm(
-                    len,
-                    len,
-                    hd,
-                    scratch.as_mut_ptr(),
-                    1,
-                    len as isize,
+                strided_product(
+                    (len, len, hd),
+                    (scratch.as_mut_ptr(), len),
                     false,
-                    q.as_ptr(),
-                    1,
-                    stride as isize,
-                    k.as_ptr(),
-                    stride as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (q.as_ptr(), stride),
+                    (k.as_ptr(), 1, stride),
                     gemm::Parallelism::None,
                 );
             }
@@ -119,25 +107,12 @@ pub fn packed_attention(
             }
             // SAFETY: see above.
             unsafe {
-                gemm::gemm(
-                    len,
-                    hd,
-                    len,
-                    dst.get().add(start * hidden + h * hd),
-                    1,
-                    hidden as isize,
+                strided_product(
+                    (len, hd, len),
+                    (dst.get().add(start * hidden + h * hd), hidden),
                     false,
-                    scratch.as_ptr(),
-                    1,
-                    len as isize,
-                    v.as_ptr(),
-                    1,
-                    stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (scratch.as_ptr(), len),
+                    (v.as_ptr(), stride, 1),
                     gemm::Parallelism::None,
                 );
             }

@@ -67,26 +67,52 @@ fn accumulate_product(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize,
     // m×n (row stride n), a is m×k (row stride k), and b is read as the k×n matrix bᵀ
     // (element (r, c) at c·k + r).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
+        strided_product(
+            (m, n, k),
+            (out.as_mut_ptr(), n),
             true,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            (a.as_ptr(), k),
+            (b.as_ptr(), 1, k),
             parallelism,
-        );
+        )
     }
+}
+
+/// `dst (+)= lhs · rhs` through the `gemm` crate for matrices laid out by strides: `dst` and
+/// `lhs` are row-major with the given row strides (columns contiguous), `rhs` has a row and a
+/// column stride, so a transposed or interleaved operand (K of a fused QKV matrix) is read in
+/// place.
+///
+/// # Safety
+/// Every element the shapes and strides reach must lie inside the buffers, and nothing else
+/// may write the `dst` elements during the call.
+pub(crate) unsafe fn strided_product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    accumulate: bool,
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        1,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism,
+    );
 }

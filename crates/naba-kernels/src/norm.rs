@@ -54,21 +54,20 @@ pub fn add_layer_norm(
     }
     // Rows are short (hundreds of values): hand each thread a block of them.
     let block = (x.len() / width).div_ceil(crate::threads() * 4).max(1) * width;
-    match residual {
-        Some(r) => x
-            .par_chunks_mut(block)
-            .zip(r.par_chunks(block))
-            .for_each(|(xb, rb)| {
-                for (row, res) in xb.chunks_mut(width).zip(rb.chunks(width)) {
-                    add_layer_norm_row(isa, row, Some(res), gamma, beta, eps);
-                }
-            }),
-        None => x.par_chunks_mut(block).for_each(|xb| {
-            for row in xb.chunks_mut(width) {
-                add_layer_norm_row(isa, row, None, gamma, beta, eps);
-            }
-        }),
+    if let Some(r) = residual {
+        assert_eq!(
+            r.len(),
+            x.len(),
+            "layer norm: residual and input differ in size"
+        );
     }
+    x.par_chunks_mut(block).enumerate().for_each(|(i, xb)| {
+        let rb = residual.map(|r| &r[i * block..i * block + xb.len()]);
+        for (j, row) in xb.chunks_mut(width).enumerate() {
+            let res = rb.map(|r| &r[j * width..(j + 1) * width]);
+            add_layer_norm_row(isa, row, res, gamma, beta, eps);
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]

