@@ -55,14 +55,57 @@ pub fn linear(
     }
 }
 
-/// `out[m, n] += a[m, k] · b[n, k]ᵀ` over row-major slices, by the `gemm` crate.
-fn accumulate_product(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
-    assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
-    let parallelism = if m * n * k >= PARALLEL_MIN_MACS && crate::threads() > 1 {
+/// `out[m, n] (=|+=) op(a) · op(b)` for row-major slices, where `op(a)` is `a` (`[m, k]`) or,
+/// with `a_t`, the transpose of `a` stored as `[k, m]`; likewise `op(b)` is `b` (`[k, n]`) or
+/// the transpose of `b` stored as `[n, k]`. The backward pass of a linear layer is two of
+/// these: `dx = dy · W` and `dW = dyᵀ · x`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
+    out: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    assert_eq!(a.len(), m * k, "matmul: a does not hold {m}×{k} values");
+    assert_eq!(b.len(), k * n, "matmul: b does not hold {k}×{n} values");
+    assert_eq!(out.len(), m * n, "matmul: out is not [{m}, {n}]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+    // SAFETY: the asserts above size every slice to its shape; the strides reach element (r, c)
+    // of op(a) at r·a_rs + c·a_cs < m·k, and likewise for op(b) and out.
+    unsafe {
+        strided_product(
+            (m, n, k),
+            (out.as_mut_ptr(), n),
+            accumulate,
+            (a.as_ptr(), a_rs, a_cs),
+            (b.as_ptr(), b_rs, b_cs),
+            parallelism(m * n * k),
+        )
+    }
+}
+
+fn parallelism(macs: usize) -> gemm::Parallelism {
+    if macs >= PARALLEL_MIN_MACS && crate::threads() > 1 {
         gemm::Parallelism::Rayon(crate::threads())
     } else {
         gemm::Parallelism::None
-    };
+    }
+}
+
+/// `out[m, n] += a[m, k] · b[n, k]ᵀ` over row-major slices, by the `gemm` crate.
+fn accumulate_product(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize, n: usize) {
+    assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
     // SAFETY: the assert above keeps every index the strides reach inside its slice: out is
     // m×n (row stride n), a is m×k (row stride k), and b is read as the k×n matrix bᵀ
     // (element (r, c) at c·k + r).
@@ -71,17 +114,17 @@ fn accumulate_product(a: &[f32], b: &[f32], out: &mut [f32], m: usize, k: usize,
             (m, n, k),
             (out.as_mut_ptr(), n),
             true,
-            (a.as_ptr(), k),
+            (a.as_ptr(), k, 1),
             (b.as_ptr(), 1, k),
-            parallelism,
+            parallelism(m * n * k),
         )
     }
 }
 
-/// `dst (+)= lhs · rhs` through the `gemm` crate for matrices laid out by strides: `dst` and
-/// `lhs` are row-major with the given row strides (columns contiguous), `rhs` has a row and a
-/// column stride, so a transposed or interleaved operand (K of a fused QKV matrix) is read in
-/// place.
+/// `dst (+)= lhs · rhs` through the `gemm` crate for matrices laid out by strides: `dst` is
+/// row-major with the given row stride (columns contiguous), `lhs` and `rhs` each have a row
+/// and a column stride, so a transposed or interleaved operand (K of a fused QKV matrix) is
+/// read in place.
 ///
 /// # Safety
 /// Every element the shapes and strides reach must lie inside the buffers, and nothing else
@@ -90,7 +133,7 @@ pub(crate) unsafe fn strided_product(
     (m, n, k): (usize, usize, usize),
     (dst, dst_rs): (*mut f32, usize),
     accumulate: bool,
-    (lhs, lhs_rs): (*const f32, usize),
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
     (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
     parallelism: gemm::Parallelism,
 ) {
@@ -103,7 +146,7 @@ pub(crate) unsafe fn strided_product(
         dst_rs as isize,
         accumulate,
         lhs,
-        1,
+        lhs_cs as isize,
         lhs_rs as isize,
         rhs,
         rhs_cs as isize,

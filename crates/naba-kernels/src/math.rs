@@ -23,6 +23,8 @@ const ERF_A: [f32; 5] = [
     1.061_405_4,
 ];
 const FRAC_1_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+// 1 / sqrt(2π), the standard normal density's factor.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 /// `e^x` for one value, the portable formula.
 #[inline]
@@ -56,6 +58,33 @@ pub fn gelu_inplace(isa: Isa, xs: &mut [f32]) {
         _ => {
             for x in xs {
                 *x = 0.5 * *x * (1.0 + erf_scalar(*x * FRAC_1_SQRT2));
+            }
+        }
+    }
+}
+
+/// `(gelu(u), gelu'(u))` for one value, the portable formula: `gelu'(u) = Φ(u) + u φ(u)`.
+#[inline]
+pub fn gelu_with_grad_scalar(u: f32) -> (f32, f32) {
+    let cdf = 0.5 * (1.0 + erf_scalar(u * FRAC_1_SQRT2));
+    let pdf = exp_scalar(-0.5 * u * u) * INV_SQRT_2PI;
+    (u * cdf, cdf + u * pdf)
+}
+
+/// GELU for training: `y = gelu(u)` and `d = gelu'(u)` (what the backward pass multiplies the
+/// incoming gradient by), in one pass over `u`.
+pub fn gelu_with_grad(isa: Isa, u: &[f32], y: &mut [f32], d: &mut [f32]) {
+    assert!(
+        u.len() == y.len() && u.len() == d.len(),
+        "gelu_with_grad: u, y and d differ in length"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `gelu_inplace`.
+        Isa::Avx2Fma => unsafe { avx2::gelu_with_grad(u, y, d) },
+        _ => {
+            for ((&x, y), d) in u.iter().zip(y.iter_mut()).zip(d.iter_mut()) {
+                (*y, *d) = gelu_with_grad_scalar(x);
             }
         }
     }
@@ -113,10 +142,10 @@ pub(crate) mod avx2 {
         _mm256_mul_ps(p, _mm256_castsi256_ps(bits))
     }
 
+    /// `(erf(z), e^(−z²))` for eight lanes: GELU needs the first, its derivative both.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn gelu8(x: __m256) -> __m256 {
-        let z = _mm256_mul_ps(x, _mm256_set1_ps(FRAC_1_SQRT2));
+    unsafe fn erf_gauss8(z: __m256) -> (__m256, __m256) {
         let sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0));
         let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), z);
         let one = _mm256_set1_ps(1.0);
@@ -127,11 +156,36 @@ pub(crate) mod avx2 {
         }
         poly = _mm256_mul_ps(poly, t);
         let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
-        let erf = _mm256_or_ps(_mm256_fnmadd_ps(poly, e, one), sign);
+        (_mm256_or_ps(_mm256_fnmadd_ps(poly, e, one), sign), e)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn gelu8(x: __m256) -> __m256 {
+        let (erf, _) = erf_gauss8(_mm256_mul_ps(x, _mm256_set1_ps(FRAC_1_SQRT2)));
         _mm256_mul_ps(
             _mm256_mul_ps(_mm256_set1_ps(0.5), x),
-            _mm256_add_ps(one, erf),
+            _mm256_add_ps(_mm256_set1_ps(1.0), erf),
         )
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn gelu_with_grad(u: &[f32], y: &mut [f32], d: &mut [f32]) {
+        let n8 = u.len() / 8 * 8;
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let inv_sqrt_2pi = _mm256_set1_ps(INV_SQRT_2PI);
+        for i in (0..n8).step_by(8) {
+            let x = _mm256_loadu_ps(u.as_ptr().add(i));
+            let (erf, e) = erf_gauss8(_mm256_mul_ps(x, _mm256_set1_ps(FRAC_1_SQRT2)));
+            let cdf = _mm256_mul_ps(half, _mm256_add_ps(one, erf));
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), _mm256_mul_ps(x, cdf));
+            let pdf = _mm256_mul_ps(e, inv_sqrt_2pi);
+            _mm256_storeu_ps(d.as_mut_ptr().add(i), _mm256_fmadd_ps(x, pdf, cdf));
+        }
+        for i in n8..u.len() {
+            (y[i], d[i]) = super::gelu_with_grad_scalar(u[i]);
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
