@@ -66,10 +66,11 @@ pub fn model_card(
     writeln!(s, "\n## Command\n\n```\n{}\n```\n", opts.command)?;
     writeln!(
         s,
-        "Training time: {:.0} s of training ({:.1} min){}; {:.0} s wall for the last session \
-         (2-core CPU).\n",
+        "Training time: {:.0} s of training ({:.1} min, {} engine){}; {:.0} s wall for the last \
+         session (2-core CPU).\n",
         m.train_seconds,
         m.train_seconds / 60.0,
+        outcome.engine,
         if recipe.model.train_layers >= base.config.num_layers {
             String::from(" (no frozen layers to cache)")
         } else {

@@ -17,6 +17,7 @@ pub mod assemble;
 pub mod card;
 pub mod checkpoint;
 pub mod data;
+pub mod fast;
 pub mod loss;
 pub mod net;
 pub mod optim;

@@ -59,9 +59,10 @@ impl Param {
     }
 }
 
-struct Lin {
-    w: usize,
-    b: usize,
+/// A linear layer: indices of its tensors in [`TrainNet::params`].
+pub(crate) struct Lin {
+    pub(crate) w: usize,
+    pub(crate) b: usize,
     /// Low-rank adapter `(a, b)`: the layer computes `x·(W + B·A)ᵀ + bias` with `W` frozen.
     lora: Option<(usize, usize)>,
 }
@@ -92,20 +93,20 @@ impl From<usize> for Trainable {
     }
 }
 
-struct Norm {
-    w: usize,
-    b: usize,
+pub(crate) struct Norm {
+    pub(crate) w: usize,
+    pub(crate) b: usize,
 }
 
-struct Block {
-    q: Lin,
-    k: Lin,
-    v: Lin,
-    ao: Lin,
-    aln: Norm,
-    fi: Lin,
-    fo: Lin,
-    oln: Norm,
+pub(crate) struct Block {
+    pub(crate) q: Lin,
+    pub(crate) k: Lin,
+    pub(crate) v: Lin,
+    pub(crate) ao: Lin,
+    pub(crate) aln: Norm,
+    pub(crate) fi: Lin,
+    pub(crate) fo: Lin,
+    pub(crate) oln: Norm,
 }
 
 /// Frozen embeddings, `num_layers` blocks of which the top `train_layers` train, and a token or
@@ -123,6 +124,7 @@ pub struct TrainNet {
     head: Head,
     /// Blocks below this index are frozen and run once, when the cache is built.
     pub first_trained: usize,
+    lora_rank: usize,
     device: Device,
 }
 
@@ -348,6 +350,7 @@ impl TrainNet {
             blocks,
             head,
             first_trained,
+            lora_rank,
             device,
         })
     }
@@ -368,6 +371,20 @@ impl TrainNet {
 
     fn t(&self, i: usize) -> &Tensor {
         &self.params[i].tensor
+    }
+
+    pub(crate) fn tensor(&self, i: usize) -> &Tensor {
+        self.t(i)
+    }
+
+    pub(crate) fn block_at(&self, i: usize) -> &Block {
+        &self.blocks[i]
+    }
+
+    /// The rank of the low-rank adapters that train in place of the top layers' weights (0:
+    /// none).
+    pub fn lora_rank(&self) -> usize {
+        self.lora_rank
     }
 
     /// Embedding output `[batch, seq, hidden]` of right-padded rows, and the `[batch, seq]`

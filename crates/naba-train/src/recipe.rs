@@ -218,9 +218,38 @@ impl Default for ModelSpec {
 }
 
 /// Optimiser and schedule.
+/// Which engine trains the encoder layers (see [`OptimSpec::engine`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainEngine {
+    #[default]
+    Fast,
+    Reference,
+}
+
+impl TrainEngine {
+    fn is_fast(&self) -> bool {
+        *self == TrainEngine::Fast
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainEngine::Fast => "fast",
+            TrainEngine::Reference => "reference",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimSpec {
+    /// What computes the trained layers' forward and backward passes. `fast` (default): the
+    /// hand-written passes over packed batches (`naba_train::fast`; CPU, f32, GELU, weights
+    /// trained directly), falling back to `reference` where they do not apply (adapters, GPU).
+    /// `reference`: candle's autograd over padded batches, what trained every model before
+    /// the fast engine; the same seed reproduces those models bit for bit only with it.
+    #[serde(default, skip_serializing_if = "TrainEngine::is_fast")]
+    pub engine: TrainEngine,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Examples per micro-batch.

@@ -4,13 +4,14 @@
 
 use crate::checkpoint::{self, EpochRecord, PartsManifest, StateMeta};
 use crate::data::{self, Example, Split};
+use crate::fast;
 use crate::loss::cross_entropy;
 use crate::net::{HeadType, Mode, TrainNet, Trainable};
 use crate::optim::{clip_grad_norm, schedule, AdamW, AdamWConfig};
-use crate::recipe::{Recipe, Task};
+use crate::recipe::{Recipe, Task, TrainEngine};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -62,6 +63,8 @@ pub struct TrainOutcome {
     pub best_dev_rounded: Option<Score>,
     pub cache_seconds: f64,
     pub cache_tokens_per_second: f64,
+    /// The engine that ran the trained layers (`fast` or `reference`).
+    pub engine: &'static str,
 }
 
 /// A split's score: the headline and its details.
@@ -135,6 +138,18 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         0 => String::new(),
         r => format!(" through rank-{r} adapters"),
     };
+    let fast_engine = match (recipe.optim.engine, fast::unsupported(&net)) {
+        (TrainEngine::Fast, None) => true,
+        (TrainEngine::Fast, Some(why)) => {
+            say(&format!("training through candle's autograd: {why}"));
+            false
+        }
+        (TrainEngine::Reference, _) => false,
+    };
+    let how = format!(
+        "{how}, {} engine",
+        if fast_engine { "fast" } else { "reference" }
+    );
     say(&format!(
         "train: {} examples ({} sub-words), dev: {} examples ({} sub-words); {} of {} layers train{how}",
         train_split.examples.len(),
@@ -256,42 +271,32 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
             for (mi, batch) in batches[micro..group_end].iter().enumerate() {
                 let global_micro = epoch * batches.len() + micro + mi;
                 let mut rng = Rng::derive(recipe.seed, 2, global_micro as u64);
-                let (x, mask, targets) = assemble_batch(&net, &train, batch, token_task)?;
                 tokens_seen += batch
                     .iter()
                     .map(|&i| train.split.examples[i].ids.len())
                     .sum::<usize>();
+                let rows: Vec<&[f32]> = batch.iter().map(|&i| train.cache[i].as_slice()).collect();
+                let targets = batch_targets(&train.split.examples, batch, token_task);
+                let step = MicroBatch {
+                    rows: &rows,
+                    targets: &targets,
+                    label_weights: &weights,
+                    smoothing: o.label_smoothing,
+                    scale: 1.0 / (group_end - micro) as f64,
+                };
                 let p = recipe.model.dropout;
-                let h = net.blocks_forward(
-                    &x,
-                    &mask,
-                    net.first_trained,
-                    net.num_layers(),
-                    Mode::Train,
-                    Some((&mut rng, p)),
-                )?;
-                let logits = net.head_forward(&h, Some((&mut rng, p)))?;
-                let c = logits.dim(D::Minus1)?;
-                let flat = logits.reshape(((), c))?;
-                let Some(loss) = cross_entropy(&flat, &targets, &weights, o.label_smoothing)?
-                else {
+                let Some((loss, gs)) = micro_batch(&net, fast_engine, &step, (&mut rng, p))? else {
                     continue;
                 };
-                let scale = 1.0 / (group_end - micro) as f64;
-                let loss = (loss * scale)?;
-                group_loss += f64::from(loss.to_scalar::<f32>()?);
-                let g = loss.backward()?;
-                for s in &opt.slots {
-                    if let Some(gt) = g.get(s.var.as_tensor()) {
-                        let e = grads.entry(s.name.clone());
-                        match e {
-                            std::collections::hash_map::Entry::Occupied(mut e) => {
-                                let sum = (e.get() + gt)?;
-                                e.insert(sum);
-                            }
-                            std::collections::hash_map::Entry::Vacant(e) => {
-                                e.insert(gt.clone());
-                            }
+                group_loss += loss;
+                for (name, gt) in gs {
+                    match grads.entry(name) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => {
+                            let sum = (e.get() + &gt)?;
+                            e.insert(sum);
+                        }
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(gt);
                         }
                     }
                 }
@@ -410,6 +415,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         best_dev_rounded: None,
         cache_seconds,
         cache_tokens_per_second: cache_tps,
+        engine: if fast_engine { "fast" } else { "reference" },
     };
     let done = matches!(stop, Stop::Completed | Stop::EarlyStopped);
     if done && opts.finish && opts.out.join(BEST_PARTS_DIR).is_dir() {
@@ -712,42 +718,122 @@ fn frozen_cache(net: &TrainNet, examples: &[Example]) -> Result<Vec<Vec<f32>>> {
 }
 
 /// Pads cached rows of a batch into `[b, s, h]`, with the mask and the flattened targets.
-fn assemble_batch(
+/// Gradients by trainable tensor name.
+pub type Grads = Vec<(String, Tensor)>;
+
+/// A micro-batch as the trainer hands it to [`micro_batch`].
+pub struct MicroBatch<'a> {
+    /// Each example's input to the first trained layer, `[len · hidden]`.
+    pub rows: &'a [&'a [f32]],
+    /// Token labels right-padded to the longest row (token tasks) or one per row, `IGNORE`
+    /// where nothing is learned.
+    pub targets: &'a [i64],
+    pub label_weights: &'a [f64],
+    pub smoothing: f64,
+    /// The loss's factor (`1 / micro-batches per step` under gradient accumulation).
+    pub scale: f64,
+}
+
+/// One micro-batch's forward and backward pass: its scaled loss and the gradient of every
+/// trainable tensor, by name; `None` when no row has a label. `fast` picks the hand-written
+/// passes of [`fast`] for the encoder layers (the head and loss are candle's either way).
+pub fn micro_batch(
     net: &TrainNet,
-    data: &Prepared,
-    batch: &[usize],
-    token: bool,
-) -> Result<(Tensor, Tensor, Vec<i64>)> {
+    fast: bool,
+    mb: &MicroBatch,
+    (rng, p): (&mut Rng, f64),
+) -> Result<Option<(f64, Grads)>> {
+    let hidden = net.config.hidden_size;
+    let (logits, fast_tape) = if fast {
+        let packed = fast::Packed::from_rows(mb.rows.iter().copied(), hidden);
+        let (out, tape) = fast::forward(
+            net,
+            &packed,
+            (net.first_trained, net.num_layers()),
+            Some((&mut *rng, p)),
+        )?;
+        let h = Var::from_tensor(&packed.to_padded(&out, hidden)?)?;
+        let logits = net.head_forward(h.as_tensor(), Some((&mut *rng, p)))?;
+        (logits, Some((packed, tape, h)))
+    } else {
+        let (x, mask) = padded(net, mb.rows)?;
+        let h = net.blocks_forward(
+            &x,
+            &mask,
+            net.first_trained,
+            net.num_layers(),
+            Mode::Train,
+            Some((&mut *rng, p)),
+        )?;
+        (net.head_forward(&h, Some((&mut *rng, p)))?, None)
+    };
+    let c = logits.dim(D::Minus1)?;
+    let flat = logits.reshape(((), c))?;
+    let Some(loss) = cross_entropy(&flat, mb.targets, mb.label_weights, mb.smoothing)? else {
+        return Ok(None);
+    };
+    let loss = (loss * mb.scale)?;
+    let value = f64::from(loss.to_scalar::<f32>()?);
+    let g = loss.backward()?;
+    let mut grads = HashMap::new();
+    if let Some((packed, tape, h)) = fast_tape {
+        let dh = match g.get(h.as_tensor()) {
+            Some(d) => packed.from_padded(d, hidden)?,
+            None => vec![0f32; packed.x.len()],
+        };
+        grads = fast::backward(net, tape, dh)?;
+    }
+    let mut out = Vec::new();
+    for p in net.trainable() {
+        let Some(v) = &p.var else { continue };
+        if let Some(gt) = grads
+            .remove(&p.name)
+            .or_else(|| g.get(v.as_tensor()).cloned())
+        {
+            out.push((p.name.clone(), gt));
+        }
+    }
+    Ok(Some((value, out)))
+}
+
+/// Rows right-padded into `[rows, longest, hidden]` with their `[rows, longest]` mask.
+fn padded(net: &TrainNet, rows: &[&[f32]]) -> Result<(Tensor, Tensor)> {
     let h = net.config.hidden_size;
-    let s = batch
-        .iter()
-        .map(|&i| data.split.examples[i].ids.len())
-        .max()
-        .unwrap_or(0);
-    let b = batch.len();
+    let s = rows.iter().map(|r| r.len() / h).max().unwrap_or(0);
+    let b = rows.len();
     let mut x = vec![0f32; b * s * h];
     let mut mask = vec![0f32; b * s];
-    let mut targets = Vec::new();
-    for (r, &i) in batch.iter().enumerate() {
-        let e = &data.split.examples[i];
-        let len = e.ids.len();
-        x[r * s * h..r * s * h + len * h].copy_from_slice(&data.cache[i]);
-        for m in &mut mask[r * s..r * s + len] {
-            *m = 1.0;
-        }
-        if token {
-            targets.extend_from_slice(&e.labels);
-            targets.extend(std::iter::repeat_n(data::IGNORE, s - len));
-        } else {
-            targets.push(e.labels.first().copied().unwrap_or(data::IGNORE));
-        }
+    for (r, row) in rows.iter().enumerate() {
+        let len = row.len() / h;
+        x[r * s * h..r * s * h + len * h].copy_from_slice(row);
+        mask[r * s..r * s + len].fill(1.0);
     }
     let dev = net.device();
     Ok((
         Tensor::from_vec(x, (b, s, h), dev)?,
         Tensor::from_vec(mask, (b, s), dev)?,
-        targets,
     ))
+}
+
+/// The targets of a batch of examples: token labels right-padded with `IGNORE` to the longest
+/// row, or each row's one label.
+pub fn batch_targets(examples: &[Example], batch: &[usize], token: bool) -> Vec<i64> {
+    let s = batch
+        .iter()
+        .map(|&i| examples[i].ids.len())
+        .max()
+        .unwrap_or(0);
+    let mut targets = Vec::new();
+    for &i in batch {
+        let e = &examples[i];
+        if token {
+            targets.extend_from_slice(&e.labels);
+            targets.extend(std::iter::repeat_n(data::IGNORE, s - e.ids.len()));
+        } else {
+            targets.push(e.labels.first().copied().unwrap_or(data::IGNORE));
+        }
+    }
+    targets
 }
 
 /// Scores a split with the inference kernels: NER by strict IOB2 micro-F1 over words (the
@@ -765,7 +851,8 @@ fn evaluate(net: &TrainNet, data: &Prepared, recipe: &Recipe, labels: &[String])
         .map(|g| vec!["O".to_string(); g.len()])
         .collect();
     for chunk in order.chunks(32) {
-        let (x, mask, _) = assemble_batch(net, data, chunk, task == Task::TokenClassification)?;
+        let rows: Vec<&[f32]> = chunk.iter().map(|&i| data.cache[i].as_slice()).collect();
+        let (x, mask) = padded(net, &rows)?;
         let h = net.blocks_forward(
             &x,
             &mask,

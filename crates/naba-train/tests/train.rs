@@ -210,6 +210,29 @@ fn tiny_run_learns_round_trips_and_is_reproducible() {
         Ok(_) => String::new(),
     };
     assert!(e.contains("another recipe"), "{e}");
+
+    // The reference engine (candle's autograd) still trains, and names itself. Without dropout
+    // (whose masks the engines draw in different orders for ragged rows) the two follow the
+    // same path: the same maths, summed in another order.
+    assert_eq!(out.engine, "fast");
+    let mut no_dropout = r.clone();
+    no_dropout.model.dropout = 0.0;
+    let fast = train(&no_dropout, &opts(&tmp.path().join("e"))).unwrap();
+    let mut reference = no_dropout.clone();
+    reference.optim.engine = naba_train::recipe::TrainEngine::Reference;
+    let slow = train(&reference, &opts(&tmp.path().join("d"))).unwrap();
+    assert_eq!(slow.engine, "reference");
+    let (hf, hr) = (&fast.meta.history, &slow.meta.history);
+    assert!(hr[3].train_loss < hr[0].train_loss);
+    for (f, r) in hf.iter().zip(hr) {
+        assert!(
+            (f.train_loss - r.train_loss).abs() < 1e-3 * r.train_loss.abs().max(1.0),
+            "epoch {}: fast loss {} vs reference {}",
+            f.epoch,
+            f.train_loss,
+            r.train_loss
+        );
+    }
 }
 
 #[test]

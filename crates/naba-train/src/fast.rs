@@ -1,0 +1,514 @@
+//! The fast training engine: the trained encoder blocks' forward and backward passes written
+//! out by hand over `f32` buffers with naba-kernels, in place of candle's autograd.
+//!
+//! Why: candle differentiates the blocks op by op. Every layer norm, softmax and GELU becomes a
+//! chain of elementary tensors, each allocated and walked separately, and every batch is
+//! padded to its longest row. Here a batch is *packed* (the real tokens of all its rows one
+//! after another, rows given by offsets, as the inference engine does), each block keeps only
+//! what its backward pass needs (a [`Tape`]), and the backward pass is the few products and
+//! fused row passes the maths asks for. The head and the loss stay in candle: they are small,
+//! and their gradient with respect to the last hidden states is where this engine takes over.
+//!
+//! The maths is the [`Mode::Train`](crate::net::Mode) forward of [`TrainNet`]: dropout after
+//! the attention-output and FFN-output projections, none on attention probabilities; a test
+//! holds the two engines' gradients together.
+
+use crate::net::{Block, TrainNet};
+use crate::rng::Rng;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use naba_kernels::linear::{self, Epilogue};
+use naba_kernels::{attention, math, norm, Isa};
+use naba_models::config::Activation;
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+/// Why the fast engine cannot train this network, if it cannot: it covers the CPU, f32,
+/// erf-GELU encoders with their weights trained directly (not through adapters).
+pub fn unsupported(net: &TrainNet) -> Option<String> {
+    if !matches!(net.device(), Device::Cpu) {
+        return Some("the fast training engine runs on the CPU only".into());
+    }
+    if net.config.activation != Activation::GeluErf {
+        return Some(format!(
+            "the fast training engine implements erf-GELU, not {:?}",
+            net.config.activation
+        ));
+    }
+    if net.lora_rank() > 0 {
+        return Some("low-rank adapters train through candle's autograd".into());
+    }
+    None
+}
+
+/// What the backward pass of one block needs from its forward pass.
+struct LayerTape {
+    layer: usize,
+    /// The block's input `[T, h]`.
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    /// Attention output, the out-projection's input.
+    ctx: Vec<f32>,
+    drop1: Option<Vec<f32>>,
+    xhat1: Vec<f32>,
+    inv1: Vec<f32>,
+    /// First layer norm's output: the FFN's input and its residual.
+    y1: Vec<f32>,
+    act: Vec<f32>,
+    /// GELU's derivative at the FFN's pre-activation.
+    dgelu: Vec<f32>,
+    drop2: Option<Vec<f32>>,
+    xhat2: Vec<f32>,
+    inv2: Vec<f32>,
+}
+
+/// The forward pass's record, consumed by [`backward`].
+pub struct Tape {
+    offsets: Vec<usize>,
+    layers: Vec<LayerTape>,
+}
+
+/// A packed batch: rows of `[len, hidden]` one after another; `offsets[i]..offsets[i + 1]` are
+/// row `i`'s tokens.
+pub struct Packed {
+    pub x: Vec<f32>,
+    pub offsets: Vec<usize>,
+}
+
+impl Packed {
+    /// Packs the given `[len · hidden]` rows.
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a [f32]>, hidden: usize) -> Self {
+        let mut x = Vec::new();
+        let mut offsets = vec![0];
+        for r in rows {
+            x.extend_from_slice(r);
+            offsets.push(x.len() / hidden.max(1));
+        }
+        Self { x, offsets }
+    }
+
+    /// The rows right-padded with zeros into a `[rows, longest, hidden]` tensor.
+    pub fn to_padded(&self, values: &[f32], hidden: usize) -> Result<Tensor> {
+        let s = self
+            .offsets
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(0);
+        let b = self.offsets.len().saturating_sub(1);
+        let mut out = vec![0f32; b * s * hidden];
+        for (r, w) in self.offsets.windows(2).enumerate() {
+            let (a, e) = (w[0] * hidden, w[1] * hidden);
+            out[r * s * hidden..r * s * hidden + (e - a)].copy_from_slice(&values[a..e]);
+        }
+        Ok(Tensor::from_vec(out, (b, s, hidden), &Device::Cpu)?)
+    }
+
+    /// The real tokens of a padded `[rows, longest, hidden]` tensor, packed as `self` is.
+    pub fn from_padded(&self, t: &Tensor, hidden: usize) -> Result<Vec<f32>> {
+        let (b, s, h) = t.dims3()?;
+        if h != hidden || b + 1 != self.offsets.len() {
+            bail!("a gradient of shape [{b}, {s}, {h}] does not match the packed batch");
+        }
+        let all = t.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = Vec::with_capacity(self.x.len());
+        for (r, w) in self.offsets.windows(2).enumerate() {
+            out.extend_from_slice(&all[r * s * h..(r * s + (w[1] - w[0])) * h]);
+        }
+        Ok(out)
+    }
+}
+
+/// A tensor's `f32` values without a copy, while the guard lives.
+struct View<G> {
+    guard: G,
+    range: (usize, usize),
+}
+
+type Storage = candle_core::Storage;
+
+impl<G: std::ops::Deref<Target = Storage>> View<G> {
+    fn get(&self) -> &[f32] {
+        match &*self.guard {
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+                &v[self.range.0..self.range.1]
+            }
+            // `View::new` admits nothing else.
+            _ => &[],
+        }
+    }
+}
+
+impl View<()> {
+    #[allow(clippy::new_ret_no_self)]
+    fn new(t: &Tensor) -> Result<View<impl std::ops::Deref<Target = Storage> + '_>> {
+        let (guard, layout) = t.storage_and_layout();
+        let range = layout
+            .contiguous_offsets()
+            .context("the fast training engine needs contiguous weights")?;
+        if !matches!(
+            &*guard,
+            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(_))
+        ) {
+            bail!("the fast training engine needs f32 weights on the CPU");
+        }
+        Ok(View { guard, range })
+    }
+}
+
+/// One block's weights, read in place (Q, K and V stacked into one matrix per step).
+struct Weights {
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+}
+
+fn stacked_qkv(net: &TrainNet, blk: &Block) -> Result<Weights> {
+    let mut qkv_w = Vec::new();
+    let mut qkv_b = Vec::new();
+    for l in [&blk.q, &blk.k, &blk.v] {
+        qkv_w.extend_from_slice(View::new(net.tensor(l.w))?.get());
+        qkv_b.extend_from_slice(View::new(net.tensor(l.b))?.get());
+    }
+    Ok(Weights { qkv_w, qkv_b })
+}
+
+/// Inverted dropout in place with a mask drawn from `rng` (one draw per value, in order);
+/// returns the mask (`1/keep` or 0) for the backward pass.
+fn dropout(x: &mut [f32], masks: &mut Option<(&mut Rng, f64)>) -> Option<Vec<f32>> {
+    let (rng, p) = masks.as_mut()?;
+    if *p <= 0.0 {
+        return None;
+    }
+    let keep = 1.0 - *p;
+    let scale = (1.0 / keep) as f32;
+    let threshold = (keep * f64::from(u32::MAX)) as u32;
+    let mask: Vec<f32> = (0..x.len())
+        .map(|_| {
+            if rng.next_u32() <= threshold {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    x.iter_mut().zip(&mask).for_each(|(v, m)| *v *= m);
+    Some(mask)
+}
+
+fn times(x: &mut [f32], by: &[f32]) {
+    x.par_chunks_mut(1 << 14)
+        .zip(by.par_chunks(1 << 14))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(v, m)| *v *= m));
+}
+
+/// Runs blocks `from..to` over a packed batch, keeping what [`backward`] needs. Dropout masks
+/// are drawn from `masks` block by block (attention output, then FFN output).
+pub fn forward(
+    net: &TrainNet,
+    batch: &Packed,
+    (from, to): (usize, usize),
+    mut masks: Option<(&mut Rng, f64)>,
+) -> Result<(Vec<f32>, Tape)> {
+    if let Some(why) = unsupported(net) {
+        bail!(why);
+    }
+    let isa = Isa::best();
+    let c = &net.config;
+    let (h, f, nh) = (c.hidden_size, c.intermediate_size, c.num_heads);
+    let t = batch.offsets.last().copied().unwrap_or(0);
+    if batch.x.len() != t * h {
+        bail!(
+            "a packed batch of {} values is not [{t}, {h}]",
+            batch.x.len()
+        );
+    }
+    let eps = c.layer_norm_eps as f32;
+    let scale = 1.0 / ((h / nh) as f32).sqrt();
+    let mut x = batch.x.clone();
+    let mut layers = Vec::with_capacity(to.saturating_sub(from));
+    for layer in from..to {
+        let blk = net.block_at(layer);
+        let w = stacked_qkv(net, blk)?;
+        let mut qkv = vec![0f32; t * 3 * h];
+        linear::linear(
+            isa,
+            &x,
+            &w.qkv_w,
+            Some(&w.qkv_b),
+            &mut qkv,
+            t,
+            h,
+            3 * h,
+            Epilogue::None,
+        );
+        let mut ctx = vec![0f32; t * h];
+        let mut probs = vec![0f32; attention::probs_len(&batch.offsets, nh)];
+        attention::packed_attention_train(
+            isa,
+            &qkv,
+            &batch.offsets,
+            nh,
+            scale,
+            &mut ctx,
+            &mut probs,
+        );
+        let mut y1 = vec![0f32; t * h];
+        let (ao_w, ao_b) = (
+            View::new(net.tensor(blk.ao.w))?,
+            View::new(net.tensor(blk.ao.b))?,
+        );
+        linear::linear(
+            isa,
+            &ctx,
+            ao_w.get(),
+            Some(ao_b.get()),
+            &mut y1,
+            t,
+            h,
+            h,
+            Epilogue::None,
+        );
+        let drop1 = dropout(&mut y1, &mut masks);
+        let (mut xhat1, mut inv1) = (vec![0f32; t * h], vec![0f32; t]);
+        let (g1, b1) = (
+            View::new(net.tensor(blk.aln.w))?,
+            View::new(net.tensor(blk.aln.b))?,
+        );
+        norm::layer_norm_train(
+            &mut y1,
+            Some(&x),
+            (g1.get(), b1.get()),
+            eps,
+            &mut xhat1,
+            &mut inv1,
+        );
+        let mut u = vec![0f32; t * f];
+        let (fi_w, fi_b) = (
+            View::new(net.tensor(blk.fi.w))?,
+            View::new(net.tensor(blk.fi.b))?,
+        );
+        linear::linear(
+            isa,
+            &y1,
+            fi_w.get(),
+            Some(fi_b.get()),
+            &mut u,
+            t,
+            h,
+            f,
+            Epilogue::None,
+        );
+        let (mut act, mut dgelu) = (vec![0f32; t * f], vec![0f32; t * f]);
+        u.par_chunks(1 << 14)
+            .zip(act.par_chunks_mut(1 << 14))
+            .zip(dgelu.par_chunks_mut(1 << 14))
+            .for_each(|((u, a), d)| math::gelu_with_grad(isa, u, a, d));
+        drop(u);
+        let mut out = vec![0f32; t * h];
+        let (fo_w, fo_b) = (
+            View::new(net.tensor(blk.fo.w))?,
+            View::new(net.tensor(blk.fo.b))?,
+        );
+        linear::linear(
+            isa,
+            &act,
+            fo_w.get(),
+            Some(fo_b.get()),
+            &mut out,
+            t,
+            f,
+            h,
+            Epilogue::None,
+        );
+        let drop2 = dropout(&mut out, &mut masks);
+        let (mut xhat2, mut inv2) = (vec![0f32; t * h], vec![0f32; t]);
+        let (g2, b2) = (
+            View::new(net.tensor(blk.oln.w))?,
+            View::new(net.tensor(blk.oln.b))?,
+        );
+        norm::layer_norm_train(
+            &mut out,
+            Some(&y1),
+            (g2.get(), b2.get()),
+            eps,
+            &mut xhat2,
+            &mut inv2,
+        );
+        layers.push(LayerTape {
+            layer,
+            x: std::mem::replace(&mut x, out),
+            qkv,
+            probs,
+            ctx,
+            drop1,
+            xhat1,
+            inv1,
+            y1,
+            act,
+            dgelu,
+            drop2,
+            xhat2,
+            inv2,
+        });
+    }
+    Ok((
+        x,
+        Tape {
+            offsets: batch.offsets.clone(),
+            layers,
+        },
+    ))
+}
+
+/// The gradients of a linear layer: `dW = dyᵀ · x` and `db = Σ dy` (into `grads` by name),
+/// and, when asked, `dx = dy · W`.
+fn linear_backward(
+    net: &TrainNet,
+    (w, b): (usize, usize),
+    (x, dy): (&[f32], &[f32]),
+    (t, inp, out): (usize, usize, usize),
+    dx: Option<&mut [f32]>,
+    grads: &mut Vec<(usize, Vec<f32>)>,
+) -> Result<()> {
+    let mut dw = vec![0f32; out * inp];
+    linear::matmul((dy, true), (x, false), &mut dw, (out, t, inp), false);
+    let mut db = vec![0f32; out];
+    norm::add_column_sums(dy, &mut db);
+    if let Some(dx) = dx {
+        let wv = View::new(net.tensor(w))?;
+        linear::matmul((dy, false), (wv.get(), false), dx, (t, out, inp), false);
+    }
+    grads.push((w, dw));
+    grads.push((b, db));
+    Ok(())
+}
+
+/// Back-propagates `dout` (the gradient of the last block's output, packed) through the
+/// blocks `forward` ran, last first, and returns every block parameter's gradient by name.
+/// The gradient of the first block's input is not computed: nothing below it trains.
+pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<String, Tensor>> {
+    let c = &net.config;
+    let (h, f, nh) = (c.hidden_size, c.intermediate_size, c.num_heads);
+    let t = tape.offsets.last().copied().unwrap_or(0);
+    if dout.len() != t * h {
+        bail!("a gradient of {} values is not [{t}, {h}]", dout.len());
+    }
+    let scale = 1.0 / ((h / nh) as f32).sqrt();
+    let first = tape.layers.first().map(|l| l.layer);
+    let mut dy = dout;
+    let mut grads: Vec<(usize, Vec<f32>)> = Vec::new();
+    for lt in tape.layers.into_iter().rev() {
+        let blk = net.block_at(lt.layer);
+        // Second layer norm, then the FFN-output dropout and projection.
+        let mut dr2 = vec![0f32; t * h];
+        let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
+        let g2 = View::new(net.tensor(blk.oln.w))?;
+        norm::layer_norm_backward(
+            &dy,
+            (&lt.xhat2, &lt.inv2),
+            g2.get(),
+            &mut dr2,
+            (&mut dg, &mut db),
+        );
+        grads.push((blk.oln.w, dg));
+        grads.push((blk.oln.b, db));
+        let mut d_o = dr2.clone();
+        if let Some(m) = &lt.drop2 {
+            times(&mut d_o, m);
+        }
+        let mut du = vec![0f32; t * f];
+        linear_backward(
+            net,
+            (blk.fo.w, blk.fo.b),
+            (&lt.act, &d_o),
+            (t, f, h),
+            Some(&mut du),
+            &mut grads,
+        )?;
+        drop(d_o);
+        times(&mut du, &lt.dgelu);
+        // FFN input projection; its input also fed the residual of the second norm.
+        let mut dy1 = vec![0f32; t * h];
+        linear_backward(
+            net,
+            (blk.fi.w, blk.fi.b),
+            (&lt.y1, &du),
+            (t, h, f),
+            Some(&mut dy1),
+            &mut grads,
+        )?;
+        drop(du);
+        dy1.iter_mut().zip(&dr2).for_each(|(a, b)| *a += b);
+        drop(dr2);
+        // First layer norm, attention-output dropout and projection.
+        let mut dr1 = vec![0f32; t * h];
+        let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
+        let g1 = View::new(net.tensor(blk.aln.w))?;
+        norm::layer_norm_backward(
+            &dy1,
+            (&lt.xhat1, &lt.inv1),
+            g1.get(),
+            &mut dr1,
+            (&mut dg, &mut db),
+        );
+        grads.push((blk.aln.w, dg));
+        grads.push((blk.aln.b, db));
+        let mut da = dr1.clone();
+        if let Some(m) = &lt.drop1 {
+            times(&mut da, m);
+        }
+        let mut dctx = vec![0f32; t * h];
+        linear_backward(
+            net,
+            (blk.ao.w, blk.ao.b),
+            (&lt.ctx, &da),
+            (t, h, h),
+            Some(&mut dctx),
+            &mut grads,
+        )?;
+        drop(da);
+        let mut dqkv = vec![0f32; t * 3 * h];
+        attention::packed_attention_backward(
+            &lt.qkv,
+            &lt.probs,
+            &tape.offsets,
+            nh,
+            scale,
+            &dctx,
+            &mut dqkv,
+        );
+        // Q, K and V as one stacked product, split back into the three weights.
+        let mut dw = vec![0f32; 3 * h * h];
+        linear::matmul((&dqkv, true), (&lt.x, false), &mut dw, (3 * h, t, h), false);
+        let mut dbias = vec![0f32; 3 * h];
+        norm::add_column_sums(&dqkv, &mut dbias);
+        for (i, l) in [&blk.q, &blk.k, &blk.v].into_iter().enumerate() {
+            grads.push((l.w, dw[i * h * h..(i + 1) * h * h].to_vec()));
+            grads.push((l.b, dbias[i * h..(i + 1) * h].to_vec()));
+        }
+        if Some(lt.layer) != first {
+            let w = stacked_qkv(net, blk)?;
+            let mut dx = vec![0f32; t * h];
+            linear::matmul(
+                (&dqkv, false),
+                (&w.qkv_w, false),
+                &mut dx,
+                (t, 3 * h, h),
+                false,
+            );
+            dx.iter_mut().zip(&dr1).for_each(|(a, b)| *a += b);
+            dy = dx;
+        }
+    }
+    let mut out = HashMap::with_capacity(grads.len());
+    for (i, g) in grads {
+        let p = &net.params()[i];
+        if p.var.is_none() {
+            continue;
+        }
+        let shape = p.tensor.shape().clone();
+        out.insert(p.name.clone(), Tensor::from_vec(g, shape, &Device::Cpu)?);
+    }
+    Ok(out)
+}
