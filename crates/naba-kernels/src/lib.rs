@@ -18,6 +18,7 @@ pub mod linear;
 pub mod math;
 pub mod norm;
 pub mod ops;
+pub mod optim;
 pub mod packed;
 
 pub use isa::Isa;

@@ -15,7 +15,8 @@
 
 use crate::net::{Block, TrainNet};
 use crate::rng::Rng;
-use anyhow::{bail, Context, Result};
+use crate::view::View;
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use naba_kernels::linear::{self, Epilogue};
 use naba_kernels::{attention, math, norm, Isa};
@@ -120,43 +121,6 @@ impl Packed {
     }
 }
 
-/// A tensor's `f32` values without a copy, while the guard lives.
-struct View<G> {
-    guard: G,
-    range: (usize, usize),
-}
-
-type Storage = candle_core::Storage;
-
-impl<G: std::ops::Deref<Target = Storage>> View<G> {
-    fn get(&self) -> &[f32] {
-        match &*self.guard {
-            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
-                &v[self.range.0..self.range.1]
-            }
-            // `View::new` admits nothing else.
-            _ => &[],
-        }
-    }
-}
-
-impl View<()> {
-    #[allow(clippy::new_ret_no_self)]
-    fn new(t: &Tensor) -> Result<View<impl std::ops::Deref<Target = Storage> + '_>> {
-        let (guard, layout) = t.storage_and_layout();
-        let range = layout
-            .contiguous_offsets()
-            .context("the fast training engine needs contiguous weights")?;
-        if !matches!(
-            &*guard,
-            candle_core::Storage::Cpu(candle_core::CpuStorage::F32(_))
-        ) {
-            bail!("the fast training engine needs f32 weights on the CPU");
-        }
-        Ok(View { guard, range })
-    }
-}
-
 /// One block's weights, read in place (Q, K and V stacked into one matrix per step).
 struct Weights {
     qkv_w: Vec<f32>,
@@ -180,19 +144,8 @@ fn dropout(x: &mut [f32], masks: &mut Option<(&mut Rng, f64)>) -> Option<Vec<f32
     if *p <= 0.0 {
         return None;
     }
-    let keep = 1.0 - *p;
-    let scale = (1.0 / keep) as f32;
-    let threshold = (keep * f64::from(u32::MAX)) as u32;
-    let mask: Vec<f32> = (0..x.len())
-        .map(|_| {
-            if rng.next_u32() <= threshold {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    x.iter_mut().zip(&mask).for_each(|(v, m)| *v *= m);
+    let mask = rng.dropout_mask(x.len(), 1.0 - *p);
+    times(x, &mask);
     Some(mask)
 }
 

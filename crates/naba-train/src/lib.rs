@@ -14,6 +14,7 @@
 //! is naba-tasks); it reads corpora only through naba-eval's readers.
 
 pub mod assemble;
+pub mod bench;
 pub mod card;
 pub mod checkpoint;
 pub mod data;
@@ -24,6 +25,7 @@ pub mod optim;
 pub mod recipe;
 pub mod rng;
 pub mod trainer;
+mod view;
 
 pub use assemble::{assemble_default_models, list_default_models, DefaultModel};
 pub use checkpoint::{assemble, PartsManifest};
