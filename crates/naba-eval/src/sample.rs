@@ -27,6 +27,14 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// Moves on by `n` draws without making them: the state only ever advances by a constant,
+    /// so a copy moved on by `n` draws exactly what this one would after `n` draws.
+    pub fn skip(&mut self, n: u64) {
+        self.state = self
+            .state
+            .wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(n));
+    }
+
     /// A uniform integer in `0..n` (Lemire's unbiased multiply-and-reject). `n` must be > 0;
     /// for `n == 0` it returns 0.
     pub fn below(&mut self, n: usize) -> usize {

@@ -567,19 +567,7 @@ pub fn apply_dropout(x: &Tensor, dropout: Option<(&mut Rng, f64)>) -> Result<Ten
     if p <= 0.0 {
         return Ok(x.clone());
     }
-    let keep = 1.0 - p;
-    let scale = (1.0 / keep) as f32;
-    let n = x.elem_count();
-    let threshold = (keep * (u32::MAX as f64)) as u32;
-    let mask: Vec<f32> = (0..n)
-        .map(|_| {
-            if rng.next_u32() <= threshold {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let mask = rng.dropout_mask(x.elem_count(), 1.0 - p);
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
     Ok((x * mask)?)
 }
