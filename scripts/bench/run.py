@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side CPU inference benchmark: naba (Rust, candle) against torch and onnxruntime
-running the same checkpoint on the same windows.
+running the same checkpoint on the same windows; optionally also a training benchmark, naba's
+trainer against transformers + torch on the same batches.
 
 Each engine runs in its own process, one after the other, with the same thread count, the same
 windows and the same batch size:
@@ -33,8 +34,36 @@ The peers run in their own virtual environment (--python, default
 onnxruntime, onnx from PyPI). run.py itself needs only the standard library; it reads the
 logit dumps with json, so the accuracy check needs no numpy either.
 
+Training rows (--train-data CONLL_FILE; after the inference rows, or alone with --train-only).
+Every engine fine-tunes the --train-model checkpoint (default --model) for --train-warmup
+untimed and then --train-steps timed steps, with the same threads, on the same batches of
+--train-batch-size sentences:
+
+1. naba (`--train-engines` naba): `naba --threads N bench-train --model DIR --data CONLL_FILE
+   --sentences S --batch-size B --max-length L --steps T --warmup-steps W --engine fast
+   --batches-out train-batches.jsonl --out naba-train.json` reads the first S sentences,
+   tokenises and batches them exactly as `naba train` does, writes the W + T batches it trains
+   on (train-batches.jsonl), then trains and times itself. It runs whenever a torch engine is
+   asked for too, since its batches are theirs.
+2. naba-reference: the same command with `--engine reference` (naba's plain, unoptimised
+   trainer), its own --batches-out (not used) and --out naba-reference-train.json.
+3. torch-f32, torch-bf16: train_peer.py (in the peers' environment) on train-batches.jsonl,
+   bf16 under CPU autocast; see its docstring for the model, optimizer and what is timed.
+
+The second table gives sub-words/s (real sub-words of the timed steps per second; padding is
+cost), the ratio to torch-f32, the timed seconds, the first and last loss (losses differ through
+the dropout masks, which no two engines draw alike), and the peak RSS of the process. It is
+appended to results.md and stored under "train" in results.json.
+
+    python3 scripts/bench/run.py --naba target/release/naba \\
+        --model ~/.cache/naba/models/ner-anercorp --train-only \\
+        --train-data ../shared/datasets/anercorp/train.txt --train-sentences 200 \\
+        --train-batch-size 4 --train-steps 20 --train-warmup 2 \\
+        --threads 2 --out-dir .cache/bench/train-t2
+
 Files in --out-dir: windows.jsonl, latency.json, <engine>.json, <engine>.logits.json,
-<engine>.log (the child's stdout and stderr), results.md, results.json.
+<engine>.log (the child's stdout and stderr), results.md, results.json; with --train-data also
+train-batches.jsonl, <engine>-train.json and <engine>-train.log for each training engine.
 """
 
 import argparse
@@ -54,10 +83,16 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 PEERS = HERE / "peers.py"
+TRAIN_PEER = HERE / "train_peer.py"
 PEER_ENGINES = ("torch-f32", "torch-bf16", "ort-f32", "ort-int8")
 ALL_ENGINES = ("naba",) + PEER_ENGINES
 DEFAULT_PYTHON = pathlib.Path.home() / ".cache" / "naba-peers" / "bin" / "python"
 REFERENCE = "torch-f32"
+NABA_TRAIN_ENGINES = ("naba", "naba-reference")
+TRAIN_PEER_ENGINES = ("torch-f32", "torch-bf16")
+ALL_TRAIN_ENGINES = NABA_TRAIN_ENGINES + TRAIN_PEER_ENGINES
+DEFAULT_TRAIN_ENGINES = ("naba", "torch-f32", "torch-bf16")
+TRAIN_REFERENCE = "torch-f32"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 # A short news-like sentence with two entities: enough to exercise the whole pipeline once.
 STARTUP_TEXT = "استقبل الرئيس التونسي في قصر قرطاج وزير الخارجية الفرنسي صباح اليوم."
@@ -101,12 +136,49 @@ def parse_args():
     p.add_argument("--latency-window", type=pathlib.Path,
                    help="with --windows: the latency window to reuse")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
+    t = p.add_argument_group("training rows")
+    t.add_argument("--train-data", type=pathlib.Path,
+                   help="CoNLL file: run the training comparison after the inference rows")
+    t.add_argument("--train-only", action="store_true",
+                   help="with --train-data: skip the inference rows")
+    t.add_argument("--train-model", type=pathlib.Path,
+                   help="checkpoint to fine-tune (default: --model)")
+    t.add_argument("--train-sentences", type=int, default=200,
+                   help="sentences naba reads from --train-data")
+    t.add_argument("--train-batch-size", type=int, default=4, help="sentences per step")
+    t.add_argument("--train-steps", type=int, default=20, help="timed steps")
+    t.add_argument("--train-warmup", type=int, default=2, help="untimed steps before them")
+    t.add_argument("--train-max-length", type=int, default=256,
+                   help="sub-words per row at most (naba bench-train's --max-length)")
+    t.add_argument("--train-engines", default=",".join(DEFAULT_TRAIN_ENGINES),
+                   help=f"comma list, from {','.join(ALL_TRAIN_ENGINES)}")
     args = p.parse_args()
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = [e for e in args.engines if e not in ALL_ENGINES]
     if unknown:
         p.error(f"unknown engine(s): {', '.join(unknown)}")
-    if args.windows is None:
+    args.train_engines = [e.strip() for e in args.train_engines.split(",") if e.strip()]
+    unknown = [e for e in args.train_engines if e not in ALL_TRAIN_ENGINES]
+    if unknown:
+        p.error(f"unknown training engine(s): {', '.join(unknown)}")
+    if args.train_model is None:
+        args.train_model = args.model
+    if args.train_only and args.train_data is None:
+        p.error("--train-only needs --train-data")
+    if args.train_data is not None:
+        if args.naba is None:
+            # Even the torch rows need it: naba makes the batches they train on.
+            p.error("--train-data needs --naba (naba makes the training batches)")
+        if not args.train_engines:
+            p.error("--train-engines is empty")
+        for name in ("train_sentences", "train_batch_size", "train_steps", "train_max_length"):
+            if getattr(args, name) < 1:
+                p.error(f"--{name.replace('_', '-')} must be at least 1")
+        if args.train_warmup < 0:
+            p.error("--train-warmup must not be negative")
+    if args.train_only:
+        pass  # no inference rows: neither windows nor --data are needed
+    elif args.windows is None:
         if args.naba is None or args.data is None:
             p.error("--naba and --data are needed to make the windows (or give --windows)")
     elif "naba" in args.engines:
@@ -287,6 +359,162 @@ def run_peer(args, engine, windows, latency, out):
     return result
 
 
+# ---------------------------------------------------------------- training rows
+
+def count_lines(path):
+    """Non-empty lines of `path`, or None when it does not exist."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+
+
+def run_naba_train(args, engine, out):
+    """naba bench-train with naba's fast engine ("naba", which also writes the batches the
+    torch rows train on) or its reference engine ("naba-reference", whose batches file is not
+    used). Returns the result dict (with "error" on failure)."""
+    reference = engine == "naba-reference"
+    batches_out = out / ("naba-reference-train-batches.jsonl" if reference
+                         else "train-batches.jsonl")
+    cmd = [args.naba, "--threads", args.threads, "bench-train",
+           "--model", args.train_model, "--data", args.train_data,
+           "--sentences", args.train_sentences, "--batch-size", args.train_batch_size,
+           "--max-length", args.train_max_length, "--steps", args.train_steps,
+           "--warmup-steps", args.train_warmup,
+           "--engine", "reference" if reference else "fast",
+           "--batches-out", batches_out, "--out", out / f"{engine}-train.json"]
+    print(f"{engine} bench-train ...", file=sys.stderr)
+    child = run_child(cmd, out / f"{engine}-train.log", args.timeout)
+    if child.error:
+        return {"engine": engine, "error": child.error}
+    result = read_json(out / f"{engine}-train.json")
+    if "error" in result:
+        return {"engine": engine, **result}
+    result.setdefault("engine", engine)
+    if result.get("peak_rss_mb") is None:
+        result["peak_rss_mb"] = child.rss_mb
+    return result
+
+
+def run_train_peer(args, engine, batches, out):
+    """train_peer.py (torch-f32 or torch-bf16) on naba's batches."""
+    cmd = [args.python, TRAIN_PEER, "--model", args.train_model, "--batches", batches,
+           "--warmup-steps", args.train_warmup, "--threads", args.threads,
+           "--out", out / f"{engine}-train.json"]
+    if engine == "torch-bf16":
+        cmd.append("--bf16")
+    print(f"{engine} training ...", file=sys.stderr)
+    child = run_child(cmd, out / f"{engine}-train.log", args.timeout)
+    if child.error:
+        return {"engine": engine, "error": child.error}
+    result = read_json(out / f"{engine}-train.json")
+    if "error" in result:
+        return {"engine": engine, **result}
+    if result.get("peak_rss_mb") is None:
+        result["peak_rss_mb"] = child.rss_mb
+    return result
+
+
+def run_training(args, out):
+    """Every --train-engines row, in that order (naba's fast engine first when it has to make
+    the batches). Returns (results by engine, workload)."""
+    batches = out / "train-batches.jsonl"
+    expected = args.train_warmup + args.train_steps
+    peers = [e for e in args.train_engines if e in TRAIN_PEER_ENGINES]
+    results, no_batches = {}, None
+    if "naba" in args.train_engines or peers:
+        naba = run_naba_train(args, "naba", out)
+        if "naba" in args.train_engines:
+            results["naba"] = naba
+        lines = count_lines(batches)
+        if lines is None:
+            no_batches = "no batches: naba bench-train failed" if "error" in naba \
+                else "no batches: naba bench-train wrote no train-batches.jsonl"
+        elif "error" in naba and lines != expected:
+            # A run that died while writing them: not the batches naba meant to train on.
+            no_batches = (f"incomplete batches ({lines} of {expected} lines): "
+                          "naba bench-train failed")
+        elif lines != expected:
+            print(f"note: train-batches.jsonl has {lines} batches, not {expected}; the torch "
+                  f"rows time all but the first {args.train_warmup}", file=sys.stderr)
+    for engine in args.train_engines:
+        if engine in results:
+            continue
+        if engine == "naba-reference":
+            results[engine] = run_naba_train(args, engine, out)
+        elif no_batches:
+            results[engine] = {"engine": engine, "error": no_batches}
+        else:
+            results[engine] = run_train_peer(args, engine, batches, out)
+    workload = {
+        "data": str(args.train_data),
+        "model": str(args.train_model),
+        "sentences": args.train_sentences,
+        "batch_size": args.train_batch_size,
+        "max_length": args.train_max_length,
+        "warmup_steps": args.train_warmup,
+        "steps": args.train_steps,
+        "batches_file": str(batches),
+        "batches": count_lines(batches),
+    }
+    return {e: results[e] for e in args.train_engines}, workload
+
+
+def train_table(results, machine, workload, standalone):
+    """The training table with its workload line and notes; `standalone` (--train-only) adds
+    the machine and version lines the inference table would otherwise have given."""
+    ref = results.get(TRAIN_REFERENCE, {})
+    ref_tput = ref.get("sub_words_per_s") if "error" not in ref else None
+    lines = [
+        f"| engine | sub-words/s | vs {TRAIN_REFERENCE}-train | seconds | first loss "
+        "| last loss | peak MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for engine, r in results.items():
+        if "error" in r:
+            lines.append(f"| {engine} | failed: {r['error'].replace('|', '/')} | | | | | |")
+            continue
+        tput = r.get("sub_words_per_s")
+        ratio = f"{tput / ref_tput:.2f}×" if tput and ref_tput else "–"
+        losses = [l for l in (r.get("losses") or []) if isinstance(l, (int, float))]
+        lines.append(
+            f"| {engine} | {fmt(tput, 0)} | {ratio} | {fmt(r.get('seconds'), 2)} "
+            f"| {fmt(losses[0] if losses else None, 4)} "
+            f"| {fmt(losses[-1] if losses else None, 4)} | {fmt(r.get('peak_rss_mb'), 0)} |")
+    ok = {e: r for e, r in results.items() if "error" not in r}
+    first = ok.get(TRAIN_REFERENCE) or next(iter(ok.values()), {})
+    out = []
+    if standalone:
+        flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in machine["flags"].items())
+        versions = "; ".join(f"{k}: {v}" for k, v in machine["versions"].items())
+        out += [f"Machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs; {flags}); "
+                f"{machine['threads']} threads; {machine['date']}.",
+                f"Versions: {versions}."]
+    out += [
+        f"Training: {workload['steps']} timed steps after {workload['warmup_steps']} warm-up "
+        f"steps, {workload['batch_size']} sentences a step (rows of at most "
+        f"{workload['max_length']} sub-words), {first.get('sub_words', '?')} sub-words timed; "
+        f"the first {workload['sentences']} sentences of {workload['data']}; model "
+        f"{workload['model']}.",
+        "",
+        *lines,
+        "",
+        "sub-words/s counts the real sub-words of the timed steps (padding is cost). One step: "
+        "forward, token cross-entropy, backward, gradient-norm clipping at 1.0, AdamW (weight "
+        "decay 0.01); the word-embedding table is frozen. The torch rows train on naba's own "
+        "batches (train-batches.jsonl). Losses differ between engines through their dropout "
+        "masks. peak MB: peak RSS of the training process.",
+    ]
+    # Same batches, so the same timed work: say so when an engine disagrees.
+    for key, what in (("sub_words", "sub-words"), ("steps", "timed steps")):
+        counts = {e: r.get(key) for e, r in ok.items() if r.get(key) is not None}
+        if len(set(counts.values())) > 1:
+            out.append(f"Warning: the engines timed different {what}: "
+                       + ", ".join(f"{e} {v}" for e, v in counts.items()) + ".")
+    return "\n".join(out) + "\n"
+
+
 # ---------------------------------------------------------------- accuracy
 
 def compare_logits(dump, reference, num_labels):
@@ -328,7 +556,7 @@ def accuracy(engines, results, out, num_labels):
 
 # ---------------------------------------------------------------- report
 
-def machine_info(args, results):
+def machine_info(args, results, train=None):
     model, flags = "unknown", set()
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
@@ -340,7 +568,8 @@ def machine_info(args, results):
     except OSError:
         pass
     versions = {"python (run.py)": platform.python_version()}
-    if "naba" in results and args.naba:
+    train = train or {}
+    if args.naba and ("naba" in results or any(e in train for e in NABA_TRAIN_ENGINES)):
         try:
             versions["naba"] = subprocess.run([str(args.naba), "--version"], capture_output=True,
                                               text=True, timeout=60).stdout.strip()
@@ -349,7 +578,10 @@ def machine_info(args, results):
     for engine, result in results.items():
         if result.get("version"):
             versions[engine] = result["version"]
-    return {
+    for engine, result in train.items():
+        if result.get("version") and result["version"] not in versions.values():
+            versions[f"{engine} (train)"] = result["version"]
+    info = {
         "cpu": model,
         "logical_cpus": os.cpu_count(),
         "flags": {flag: flag in flags for flag in CPU_FLAGS},
@@ -358,6 +590,9 @@ def machine_info(args, results):
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": versions,
     }
+    if args.train_data is not None:
+        info["train_batch_size"] = args.train_batch_size
+    return info
 
 
 def fmt(value, digits):
@@ -432,23 +667,9 @@ def setup_venv(python):
                     "onnxruntime", "onnx"], check=True)
 
 
-def main():
-    args = parse_args()
-    args.python = args.python.expanduser()
-    if not args.python.exists():
-        if not args.setup:
-            sys.exit(f"{args.python} does not exist: run with --setup, or give --python")
-        setup_venv(args.python)
-    out = args.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    # Logs are appended to, and a previous run's windows, results or dumps would pass for
-    # this run's if a child failed before writing its own.
-    stale = list(out.glob("*.log")) + list(out.glob("*.logits.json"))
-    stale += [out / f"{e}.json" for e in ALL_ENGINES] + [out / "results.md", out / "results.json"]
-    if args.windows is None:
-        stale += [out / "windows.jsonl", out / "latency.json"]
-    for path in stale:
-        path.unlink(missing_ok=True)
+def run_inference(args, out):
+    """The inference rows: naba bench (making the windows), the peers, the accuracy check.
+    Returns (results by engine, accuracy)."""
     config = json.loads((args.model / "config.json").read_text())
     num_labels = len(config.get("id2label") or {}) or config.get("num_labels") or 2
 
@@ -469,18 +690,58 @@ def main():
         if engine != "naba" and engine not in results:
             results[engine] = run_peer(args, engine, windows, latency, out)
 
-    machine = machine_info(args, results)
-    acc = accuracy(args.engines, results, out, num_labels)
-    md = table(args.engines, results, machine, acc)
+    return results, accuracy(args.engines, results, out, num_labels)
+
+
+def main():
+    args = parse_args()
+    args.python = args.python.expanduser()
+    needs_python = (not args.train_only
+                    or any(e in TRAIN_PEER_ENGINES for e in args.train_engines))
+    if needs_python and not args.python.exists():
+        if not args.setup:
+            sys.exit(f"{args.python} does not exist: run with --setup, or give --python")
+        setup_venv(args.python)
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    # Logs are appended to, and a previous run's windows, results or dumps would pass for
+    # this run's if a child failed before writing its own.
+    stale = [out / "results.md", out / "results.json"]
+    if not args.train_only:
+        stale += list(out.glob("*.log")) + list(out.glob("*.logits.json"))
+        stale += [out / f"{e}.json" for e in ALL_ENGINES]
+        if args.windows is None:
+            stale += [out / "windows.jsonl", out / "latency.json"]
+    if args.train_data is not None:
+        stale += [out / "train-batches.jsonl", out / "naba-reference-train-batches.jsonl"]
+        stale += [out / f"{e}-train{ext}" for e in ALL_TRAIN_ENGINES for ext in (".json", ".log")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+
+    results, acc, md = {}, {}, ""
+    if not args.train_only:
+        results, acc = run_inference(args, out)
+    train, workload = run_training(args, out) if args.train_data is not None else (None, None)
+
+    machine = machine_info(args, results, train)
+    if not args.train_only:
+        md = table(args.engines, results, machine, acc)
+    if train is not None:
+        md += ("\n" if md else "") + train_table(train, machine, workload, args.train_only)
     (out / "results.md").write_text(md)
-    (out / "results.json").write_text(json.dumps({
+    report = {
         "machine": machine,
         "args": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
         "results": results,
         "accuracy": acc,
-    }, indent=2, ensure_ascii=False) + "\n")
+    }
+    if train is not None:
+        report["train"] = {"workload": workload, "results": train}
+    (out / "results.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     print(md)
-    return 1 if any("error" in r for r in results.values()) else 0
+    failed = any("error" in r for r in results.values())
+    failed = failed or any("error" in r for r in (train or {}).values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

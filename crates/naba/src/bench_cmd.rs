@@ -218,3 +218,93 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     println!("{result}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `naba bench-train`: training throughput, the naba side of run.py's training rows.
+#[derive(Args)]
+pub struct BenchTrainArgs {
+    /// A token-classification checkpoint: a directory, or the name of an installed model
+    /// (`ner-anercorp`). Every encoder layer and the head train; the word embeddings stay frozen.
+    #[arg(long)]
+    model: String,
+    /// CoNLL file whose first --sentences sentences are packed into windows of --max-length.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 200)]
+    sentences: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Longest window in sub-words, special tokens included.
+    #[arg(long, default_value_t = 256)]
+    max_length: usize,
+    /// Timed optimiser steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup_steps: usize,
+    /// `fast` (the hand-written passes `naba train` uses by default) or `reference` (candle's
+    /// autograd).
+    #[arg(long, default_value = "fast", value_parser = ["fast", "reference"])]
+    engine: String,
+    /// Dropout on hidden states, as a recipe's `model.dropout`.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    /// Peak learning rate (constant here).
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Write the batches, one JSON line per step (`ids`, `labels`), for a peer to train on.
+    #[arg(long)]
+    batches_out: Option<PathBuf>,
+    /// Where to write the result JSON (also printed).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run_train(args: BenchTrainArgs) -> Result<ExitCode> {
+    let model = if std::path::Path::new(&args.model).is_dir() {
+        args.model.clone()
+    } else {
+        let installed = naba_models::fetch::cache_root()
+            .join("models")
+            .join(&args.model);
+        if !installed.is_dir() {
+            bail!(
+                "`{}` is neither a directory nor an installed model (looked in {}); run `naba \
+                 models fetch` or give a checkpoint directory",
+                args.model,
+                installed.display()
+            );
+        }
+        installed.display().to_string()
+    };
+    let engine = match args.engine.as_str() {
+        "reference" => naba_train::recipe::TrainEngine::Reference,
+        _ => naba_train::recipe::TrainEngine::Fast,
+    };
+    let report = naba_train::bench::bench(&naba_train::bench::BenchOptions {
+        model,
+        data: args.data.clone(),
+        sentences: args.sentences,
+        batch_size: args.batch_size,
+        max_length: args.max_length,
+        steps: args.steps,
+        warmup_steps: args.warmup_steps,
+        engine,
+        batches_out: args.batches_out.clone(),
+        dropout: args.dropout,
+        lr: args.lr,
+    })?;
+    let mut result = serde_json::to_value(&report)?;
+    result["version"] = json!(format!(
+        "naba {} ({} kernels)",
+        env!("CARGO_PKG_VERSION"),
+        naba_kernels::Isa::best().name()
+    ));
+    result["peak_rss_mb"] = json!(peak_rss_mb());
+    if let Some(p) = &args.out {
+        write_json(p, &result)?;
+    }
+    println!("{result}");
+    Ok(ExitCode::SUCCESS)
+}

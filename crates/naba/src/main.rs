@@ -44,6 +44,8 @@ enum Command {
     Models(models_cmd::ModelsCommand),
     /// Time a model over a corpus the way scripts/bench/run.py compares engines.
     Bench(Box<bench_cmd::BenchArgs>),
+    /// Time training steps on CoNLL sentences, as scripts/bench/run.py's training rows do.
+    BenchTrain(Box<bench_cmd::BenchTrainArgs>),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Models(cmd) => models_cmd::run(cmd),
         Command::Bench(args) => bench_cmd::run(*args),
+        Command::BenchTrain(args) => bench_cmd::run_train(*args),
     };
     match result {
         Ok(code) => code,
