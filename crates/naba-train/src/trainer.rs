@@ -746,14 +746,12 @@ pub fn micro_batch(
     let hidden = net.config.hidden_size;
     let (logits, fast_tape) = if fast {
         let packed = fast::Packed::from_rows(mb.rows.iter().copied(), hidden);
-        let tf = Instant::now();
         let (out, tape) = fast::forward(
             net,
             &packed,
             (net.first_trained, net.num_layers()),
             Some((&mut *rng, p)),
         )?;
-        eprintln!("PROF fwd {:.3}", tf.elapsed().as_secs_f64());
         let h = Var::from_tensor(&packed.to_padded(&out, hidden)?)?;
         let logits = net.head_forward(h.as_tensor(), Some((&mut *rng, p)))?;
         (logits, Some((packed, tape, h)))
@@ -783,9 +781,7 @@ pub fn micro_batch(
             Some(d) => packed.from_padded(d, hidden)?,
             None => vec![0f32; packed.x.len()],
         };
-        let tb = Instant::now();
         grads = fast::backward(net, tape, dh)?;
-        eprintln!("PROF bwd {:.3}", tb.elapsed().as_secs_f64());
     }
     let mut out = Vec::new();
     for p in net.trainable() {
