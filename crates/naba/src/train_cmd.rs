@@ -48,6 +48,11 @@ pub struct TrainArgs {
     /// Override optim.patience.
     #[arg(long)]
     pub patience: Option<usize>,
+    /// Override optim.engine: `fast` (hand-written passes over packed batches, the default) or
+    /// `reference` (candle's autograd, which reproduces models trained before the fast engine
+    /// bit for bit).
+    #[arg(long, value_parser = ["fast", "reference"])]
+    pub engine: Option<String>,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -81,6 +86,12 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
     }
     if let Some(v) = args.patience {
         recipe.optim.patience = v;
+    }
+    if let Some(v) = &args.engine {
+        recipe.optim.engine = match v.as_str() {
+            "reference" => naba_train::recipe::TrainEngine::Reference,
+            _ => naba_train::recipe::TrainEngine::Fast,
+        };
     }
     recipe.validate()?;
     let out = args
