@@ -133,6 +133,12 @@ fn geometry(qkv: usize, offsets: &[usize], heads: usize, out: usize) -> Option<G
     })
 }
 
+/// Head `col`'s Q, K and V columns from row `start` on, of a `[tokens, 3·hidden]` matrix.
+fn head_qkv(qkv: &[f32], start: usize, hidden: usize, col: usize) -> [&[f32]; 3] {
+    let row = start * 3 * hidden + col;
+    [&qkv[row..], &qkv[row + hidden..], &qkv[row + 2 * hidden..]]
+}
+
 fn attend(
     isa: Isa,
     qkv: &[f32],
@@ -162,9 +168,7 @@ fn attend(
                     scratch
                 }
             };
-            let q = &qkv[start * stride + h * hd..];
-            let k = &qkv[start * stride + hidden + h * hd..];
-            let v = &qkv[start * stride + 2 * hidden + h * hd..];
+            let [q, k, v] = head_qkv(qkv, start, hidden, h * hd);
             // SAFETY: Q, K and V blocks lie inside `qkv` (rows start..start+len of a [tokens,
             // 3·hidden] matrix, hd columns each); `p` is len×len; the output block (rows
             // start..start+len, columns h·hd..h·hd+hd of [tokens, hidden]) belongs to this task
@@ -234,9 +238,7 @@ pub fn packed_attention_backward(
             let len = offsets[s + 1] - start;
             let p = &probs[at..at + len * len];
             ds.resize(len * len, 0.0);
-            let q = &qkv[start * stride + h * hd..];
-            let k = &qkv[start * stride + hidden + h * hd..];
-            let v = &qkv[start * stride + 2 * hidden + h * hd..];
+            let [q, k, v] = head_qkv(qkv, start, hidden, h * hd);
             let d_o = &dout[start * hidden + h * hd..];
             let base = start * stride + h * hd;
             // SAFETY: reads stay inside qkv, dout and p as in `attend`; this task alone writes

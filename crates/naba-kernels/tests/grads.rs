@@ -7,17 +7,8 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use naba_kernels::{attention, linear, math, norm, Isa};
 use proptest::prelude::*;
 
-fn values(n: usize, seed: u64, spread: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * spread
-        })
-        .collect()
-}
+mod common;
+use common::values;
 
 fn f64s(xs: &[f32]) -> Vec<f64> {
     xs.iter().map(|&x| f64::from(x)).collect()

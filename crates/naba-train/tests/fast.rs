@@ -40,6 +40,17 @@ fn targets(rows: &[Vec<u32>]) -> Vec<i64> {
         .collect()
 }
 
+fn loss(logits: &Tensor, rows: &[Vec<u32>]) -> Tensor {
+    naba_train::loss::cross_entropy(
+        &logits.reshape(((), 9)).unwrap(),
+        &targets(rows),
+        &[1.0; 9],
+        0.0,
+    )
+    .unwrap()
+    .unwrap()
+}
+
 /// Gradients of every trained tensor by candle's autograd over the padded batch.
 fn reference(net: &TrainNet, rows: &[Vec<u32>], p: f64) -> (Tensor, HashMap<String, Tensor>) {
     let (x, mask) = net.embed(rows).unwrap();
@@ -55,14 +66,7 @@ fn reference(net: &TrainNet, rows: &[Vec<u32>], p: f64) -> (Tensor, HashMap<Stri
         )
         .unwrap();
     let logits = net.head_forward(&h, Some((&mut rng, p))).unwrap();
-    let loss = naba_train::loss::cross_entropy(
-        &logits.reshape(((), 9)).unwrap(),
-        &targets(rows),
-        &[1.0; 9],
-        0.0,
-    )
-    .unwrap()
-    .unwrap();
+    let loss = loss(&logits, rows);
     let g = loss.backward().unwrap();
     let grads = net
         .trainable()
@@ -97,14 +101,7 @@ fn fast_grads(net: &TrainNet, rows: &[Vec<u32>], p: f64) -> (Tensor, HashMap<Str
     let logits = net
         .head_forward(h.as_tensor(), Some((&mut rng, p)))
         .unwrap();
-    let loss = naba_train::loss::cross_entropy(
-        &logits.reshape(((), 9)).unwrap(),
-        &targets(rows),
-        &[1.0; 9],
-        0.0,
-    )
-    .unwrap()
-    .unwrap();
+    let loss = loss(&logits, rows);
     let g = loss.backward().unwrap();
     let dh = batch
         .from_padded(g.get(h.as_tensor()).unwrap(), hidden)
