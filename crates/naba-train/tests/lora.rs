@@ -2,7 +2,7 @@
 //! head train, the parts hold the adapters, and assembly merges them into an ordinary checkpoint
 //! that computes what the trained network computes.
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use naba_models::{LoadOptions, Model, SourceKind};
 use naba_train::checkpoint::{self, load_tensors, PartsManifest, PARTS_FILE, PARTS_MANIFEST};
 use naba_train::net::{HeadType, Mode, TrainNet, Trainable, LORA_A, LORA_B};
@@ -10,18 +10,7 @@ use naba_train::trainer::{BEST_PARTS_DIR, MODEL_DIR};
 use naba_train::{train, Recipe, Stop};
 
 mod common;
-use common::{fixture_conll, fixture_model, opts};
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use common::{fixture_conll, fixture_model, max_diff, opts};
 
 fn recipe(lora_rank: usize, train_layers: usize) -> Recipe {
     let text = format!(

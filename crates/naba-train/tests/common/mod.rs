@@ -1,5 +1,9 @@
 //! Fixtures shared by the naba-train integration tests.
 
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use candle_core::Tensor;
 use naba_train::TrainOptions;
 use std::path::{Path, PathBuf};
 
@@ -24,4 +28,19 @@ pub fn opts(out: &Path) -> TrainOptions {
         command: "test".into(),
         finish: true,
     }
+}
+
+/// The largest absolute value of a tensor.
+pub fn max_abs(a: &Tensor) -> f32 {
+    a.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    max_abs(&(a - b).unwrap())
 }
