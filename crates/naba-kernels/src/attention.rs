@@ -260,6 +260,7 @@ pub fn packed_attention_backward(
                     *d = pv * (*d - dot) * scale;
                 }
             }
+            // SAFETY: as above; the three products write this task's rows of dV, dQ and dK.
             unsafe {
                 // dV = Pᵀ · dO
                 strided_product(

@@ -58,6 +58,11 @@ pub fn cache_root() -> PathBuf {
     crate::hub::home_dir().join(".cache").join("naba")
 }
 
+/// Where `naba models fetch` installs the model called `name`.
+pub fn installed_dir(name: &str) -> PathBuf {
+    cache_root().join("models").join(name)
+}
+
 /// Where the base encoder lives once fetched.
 pub fn base_dir() -> PathBuf {
     base_dir_in(&cache_root())

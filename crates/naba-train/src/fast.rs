@@ -13,7 +13,8 @@
 //! the attention-output and FFN-output projections, none on attention probabilities; a test
 //! holds the two engines' gradients together.
 
-use crate::net::{Block, TrainNet};
+use crate::net::{Block, Lin, Norm, TrainNet};
+use crate::recipe::TrainEngine;
 use crate::rng::Rng;
 use crate::view::View;
 use anyhow::{bail, Result};
@@ -42,11 +43,23 @@ pub fn unsupported(net: &TrainNet) -> Option<String> {
     None
 }
 
+/// Whether to train `net` on the fast engine, given the recipe's choice: `Err(why)` when the
+/// fast engine was asked for and cannot train it (the caller falls back or stops).
+pub fn chosen(engine: TrainEngine, net: &TrainNet) -> std::result::Result<bool, String> {
+    match (engine, unsupported(net)) {
+        (TrainEngine::Fast, None) => Ok(true),
+        (TrainEngine::Fast, Some(why)) => Err(why),
+        (TrainEngine::Reference, _) => Ok(false),
+    }
+}
+
 /// What the backward pass of one block needs from its forward pass.
 struct LayerTape {
     layer: usize,
     /// The block's input `[T, h]`.
     x: Vec<f32>,
+    /// The stacked Q, K, V weight the forward pass used (the backward pass's `dx` needs it).
+    qkv_w: Vec<f32>,
     qkv: Vec<f32>,
     probs: Vec<f32>,
     /// Attention output, the out-projection's input.
@@ -121,20 +134,89 @@ impl Packed {
     }
 }
 
-/// One block's weights, read in place (Q, K and V stacked into one matrix per step).
-struct Weights {
-    qkv_w: Vec<f32>,
-    qkv_b: Vec<f32>,
+/// Q, K and V of a block stacked into one `[3·hidden, hidden]` weight and its bias, so one
+/// product serves the three (copied per step: the weights change every step).
+fn stacked_qkv(net: &TrainNet, blk: &Block) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut w = Vec::new();
+    let mut b = Vec::new();
+    for l in [&blk.q, &blk.k, &blk.v] {
+        w.extend_from_slice(View::new(net.tensor(l.w))?.get());
+        b.extend_from_slice(View::new(net.tensor(l.b))?.get());
+    }
+    Ok((w, b))
 }
 
-fn stacked_qkv(net: &TrainNet, blk: &Block) -> Result<Weights> {
-    let mut qkv_w = Vec::new();
-    let mut qkv_b = Vec::new();
-    for l in [&blk.q, &blk.k, &blk.v] {
-        qkv_w.extend_from_slice(View::new(net.tensor(l.w))?.get());
-        qkv_b.extend_from_slice(View::new(net.tensor(l.b))?.get());
+/// `out = x · Wᵀ + b` for one of the block's linear layers, its weights read in place.
+fn project(
+    net: &TrainNet,
+    lin: &Lin,
+    x: &[f32],
+    out: &mut [f32],
+    (t, inp, outf): (usize, usize, usize),
+) -> Result<()> {
+    let (w, b) = (View::new(net.tensor(lin.w))?, View::new(net.tensor(lin.b))?);
+    linear::linear(
+        Isa::best(),
+        x,
+        w.get(),
+        Some(b.get()),
+        out,
+        t,
+        inp,
+        outf,
+        Epilogue::None,
+    );
+    Ok(())
+}
+
+/// Layer norm of `x + residual` in place; returns the normalised rows and `1/σ` per row.
+fn norm_forward(
+    net: &TrainNet,
+    n: &Norm,
+    x: &mut [f32],
+    residual: &[f32],
+    eps: f32,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let width = net.config.hidden_size;
+    let (mut xhat, mut inv) = (vec![0f32; x.len()], vec![0f32; x.len() / width]);
+    let (g, b) = (View::new(net.tensor(n.w))?, View::new(net.tensor(n.b))?);
+    norm::layer_norm_train(
+        x,
+        Some(residual),
+        (g.get(), b.get()),
+        eps,
+        &mut xhat,
+        &mut inv,
+    );
+    Ok((xhat, inv))
+}
+
+/// The backward pass of [`norm_forward`]: the gradient of `x + residual`; the gain and bias
+/// gradients go to `grads`.
+fn norm_backward(
+    net: &TrainNet,
+    n: &Norm,
+    dy: &[f32],
+    (xhat, inv): (&[f32], &[f32]),
+    grads: &mut Vec<(usize, Vec<f32>)>,
+) -> Result<Vec<f32>> {
+    let width = net.config.hidden_size;
+    let mut dx = vec![0f32; dy.len()];
+    let (mut dg, mut db) = (vec![0f32; width], vec![0f32; width]);
+    let g = View::new(net.tensor(n.w))?;
+    norm::layer_norm_backward(dy, (xhat, inv), g.get(), &mut dx, (&mut dg, &mut db));
+    grads.push((n.w, dg));
+    grads.push((n.b, db));
+    Ok(dx)
+}
+
+/// `d` through a dropout mask (a copy; `d` itself also feeds a residual).
+fn through_mask(d: &[f32], mask: Option<&Vec<f32>>) -> Vec<f32> {
+    let mut out = d.to_vec();
+    if let Some(m) = mask {
+        times(&mut out, m);
     }
-    Ok(Weights { qkv_w, qkv_b })
+    out
 }
 
 /// Inverted dropout in place with a mask drawn from `rng` (one draw per value, in order);
@@ -182,13 +264,13 @@ pub fn forward(
     let mut layers = Vec::with_capacity(to.saturating_sub(from));
     for layer in from..to {
         let blk = net.block_at(layer);
-        let w = stacked_qkv(net, blk)?;
+        let (qkv_w, qkv_b) = stacked_qkv(net, blk)?;
         let mut qkv = vec![0f32; t * 3 * h];
         linear::linear(
             isa,
             &x,
-            &w.qkv_w,
-            Some(&w.qkv_b),
+            &qkv_w,
+            Some(&qkv_b),
             &mut qkv,
             t,
             h,
@@ -207,51 +289,11 @@ pub fn forward(
             &mut probs,
         );
         let mut y1 = vec![0f32; t * h];
-        let (ao_w, ao_b) = (
-            View::new(net.tensor(blk.ao.w))?,
-            View::new(net.tensor(blk.ao.b))?,
-        );
-        linear::linear(
-            isa,
-            &ctx,
-            ao_w.get(),
-            Some(ao_b.get()),
-            &mut y1,
-            t,
-            h,
-            h,
-            Epilogue::None,
-        );
+        project(net, &blk.ao, &ctx, &mut y1, (t, h, h))?;
         let drop1 = dropout(&mut y1, &mut masks);
-        let (mut xhat1, mut inv1) = (vec![0f32; t * h], vec![0f32; t]);
-        let (g1, b1) = (
-            View::new(net.tensor(blk.aln.w))?,
-            View::new(net.tensor(blk.aln.b))?,
-        );
-        norm::layer_norm_train(
-            &mut y1,
-            Some(&x),
-            (g1.get(), b1.get()),
-            eps,
-            &mut xhat1,
-            &mut inv1,
-        );
+        let (xhat1, inv1) = norm_forward(net, &blk.aln, &mut y1, &x, eps)?;
         let mut u = vec![0f32; t * f];
-        let (fi_w, fi_b) = (
-            View::new(net.tensor(blk.fi.w))?,
-            View::new(net.tensor(blk.fi.b))?,
-        );
-        linear::linear(
-            isa,
-            &y1,
-            fi_w.get(),
-            Some(fi_b.get()),
-            &mut u,
-            t,
-            h,
-            f,
-            Epilogue::None,
-        );
+        project(net, &blk.fi, &y1, &mut u, (t, h, f))?;
         let (mut act, mut dgelu) = (vec![0f32; t * f], vec![0f32; t * f]);
         u.par_chunks(1 << 14)
             .zip(act.par_chunks_mut(1 << 14))
@@ -259,38 +301,13 @@ pub fn forward(
             .for_each(|((u, a), d)| math::gelu_with_grad(isa, u, a, d));
         drop(u);
         let mut out = vec![0f32; t * h];
-        let (fo_w, fo_b) = (
-            View::new(net.tensor(blk.fo.w))?,
-            View::new(net.tensor(blk.fo.b))?,
-        );
-        linear::linear(
-            isa,
-            &act,
-            fo_w.get(),
-            Some(fo_b.get()),
-            &mut out,
-            t,
-            f,
-            h,
-            Epilogue::None,
-        );
+        project(net, &blk.fo, &act, &mut out, (t, f, h))?;
         let drop2 = dropout(&mut out, &mut masks);
-        let (mut xhat2, mut inv2) = (vec![0f32; t * h], vec![0f32; t]);
-        let (g2, b2) = (
-            View::new(net.tensor(blk.oln.w))?,
-            View::new(net.tensor(blk.oln.b))?,
-        );
-        norm::layer_norm_train(
-            &mut out,
-            Some(&y1),
-            (g2.get(), b2.get()),
-            eps,
-            &mut xhat2,
-            &mut inv2,
-        );
+        let (xhat2, inv2) = norm_forward(net, &blk.oln, &mut out, &y1, eps)?;
         layers.push(LayerTape {
             layer,
             x: std::mem::replace(&mut x, out),
+            qkv_w,
             qkv,
             probs,
             ctx,
@@ -354,22 +371,8 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
     for lt in tape.layers.into_iter().rev() {
         let blk = net.block_at(lt.layer);
         // Second layer norm, then the FFN-output dropout and projection.
-        let mut dr2 = vec![0f32; t * h];
-        let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
-        let g2 = View::new(net.tensor(blk.oln.w))?;
-        norm::layer_norm_backward(
-            &dy,
-            (&lt.xhat2, &lt.inv2),
-            g2.get(),
-            &mut dr2,
-            (&mut dg, &mut db),
-        );
-        grads.push((blk.oln.w, dg));
-        grads.push((blk.oln.b, db));
-        let mut d_o = dr2.clone();
-        if let Some(m) = &lt.drop2 {
-            times(&mut d_o, m);
-        }
+        let dr2 = norm_backward(net, &blk.oln, &dy, (&lt.xhat2, &lt.inv2), &mut grads)?;
+        let d_o = through_mask(&dr2, lt.drop2.as_ref());
         let mut du = vec![0f32; t * f];
         linear_backward(
             net,
@@ -395,22 +398,8 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
         dy1.iter_mut().zip(&dr2).for_each(|(a, b)| *a += b);
         drop(dr2);
         // First layer norm, attention-output dropout and projection.
-        let mut dr1 = vec![0f32; t * h];
-        let (mut dg, mut db) = (vec![0f32; h], vec![0f32; h]);
-        let g1 = View::new(net.tensor(blk.aln.w))?;
-        norm::layer_norm_backward(
-            &dy1,
-            (&lt.xhat1, &lt.inv1),
-            g1.get(),
-            &mut dr1,
-            (&mut dg, &mut db),
-        );
-        grads.push((blk.aln.w, dg));
-        grads.push((blk.aln.b, db));
-        let mut da = dr1.clone();
-        if let Some(m) = &lt.drop1 {
-            times(&mut da, m);
-        }
+        let dr1 = norm_backward(net, &blk.aln, &dy1, (&lt.xhat1, &lt.inv1), &mut grads)?;
+        let da = through_mask(&dr1, lt.drop1.as_ref());
         let mut dctx = vec![0f32; t * h];
         linear_backward(
             net,
@@ -441,11 +430,10 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
             grads.push((l.b, dbias[i * h..(i + 1) * h].to_vec()));
         }
         if Some(lt.layer) != first {
-            let w = stacked_qkv(net, blk)?;
             let mut dx = vec![0f32; t * h];
             linear::matmul(
                 (&dqkv, false),
-                (&w.qkv_w, false),
+                (&lt.qkv_w, false),
                 &mut dx,
                 (t, 3 * h, h),
                 false,

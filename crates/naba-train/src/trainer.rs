@@ -8,7 +8,7 @@ use crate::fast;
 use crate::loss::cross_entropy;
 use crate::net::{HeadType, Mode, TrainNet, Trainable};
 use crate::optim::{clip_grad_norm, schedule, AdamW, AdamWConfig};
-use crate::recipe::{Recipe, Task, TrainEngine};
+use crate::recipe::{Recipe, Task};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var, D};
@@ -138,14 +138,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         0 => String::new(),
         r => format!(" through rank-{r} adapters"),
     };
-    let fast_engine = match (recipe.optim.engine, fast::unsupported(&net)) {
-        (TrainEngine::Fast, None) => true,
-        (TrainEngine::Fast, Some(why)) => {
-            say(&format!("training through candle's autograd: {why}"));
-            false
-        }
-        (TrainEngine::Reference, _) => false,
-    };
+    let fast_engine = fast::chosen(recipe.optim.engine, &net).unwrap_or_else(|why| {
+        say(&format!("training through candle's autograd: {why}"));
+        false
+    });
     let how = format!(
         "{how}, {} engine",
         if fast_engine { "fast" } else { "reference" }
@@ -683,7 +679,7 @@ fn cached_frozen(
 
 /// The frozen part (embeddings and the layers below the first trained one), run once per
 /// example with the inference kernels; each example's `[len, hidden]` rows kept in f32.
-fn frozen_cache(net: &TrainNet, examples: &[Example]) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn frozen_cache(net: &TrainNet, examples: &[Example]) -> Result<Vec<Vec<f32>>> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].ids.len());
     let mut out: Vec<Vec<f32>> = vec![Vec::new(); examples.len()];

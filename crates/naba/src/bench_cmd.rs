@@ -265,9 +265,7 @@ pub fn run_train(args: BenchTrainArgs) -> Result<ExitCode> {
     let model = if std::path::Path::new(&args.model).is_dir() {
         args.model.clone()
     } else {
-        let installed = naba_models::fetch::cache_root()
-            .join("models")
-            .join(&args.model);
+        let installed = naba_models::fetch::installed_dir(&args.model);
         if !installed.is_dir() {
             bail!(
                 "`{}` is neither a directory nor an installed model (looked in {}); run `naba \
