@@ -1,5 +1,6 @@
-//! naba's HTTP service: a JSON API that analyses Arabic news text for topic, stance and named
-//! entities, for moderation and research tools to call in production.
+//! naba's service: one batching queue per model with two front doors onto it, a JSON HTTP API
+//! and a Redis Streams worker, so moderation and research tools can call naba in production or
+//! feed it a message stream.
 //!
 //! What it does: routes and their JSON contract (with an OpenAPI document), dynamic batching of
 //! concurrent requests onto each model on a dedicated thread, limits and polite refusals (413,
@@ -12,10 +13,12 @@
 //! windowing and aggregation belong to those crates; if the server needs more from a model, it
 //! asks the pipeline for it.
 //!
-//! Modules, one concern each: [`config`] (settings, TOML, model discovery), [`routes`] (router,
-//! handlers, OpenAPI), [`analysis`] (validation and fan-out of one request), [`batching`] (the
-//! queues and model threads), [`registry`] (loading models, model cards), [`error`] (the error
-//! shape), [`middleware`] (request ids, logs, metrics, auth), [`metrics`], [`page`].
+//! Modules, one concern each. The queue: [`batching`] (the queues and model threads) and
+//! [`analysis`] (validation and fan-out of one request onto them). Its doors: [`routes`]
+//! (router, handlers, OpenAPI) and [`stream`] (the consumer-group worker). Around them:
+//! [`config`] (settings, TOML, model discovery), [`registry`] (loading models, model cards),
+//! [`error`] (the error shape), [`middleware`] (request ids, logs, metrics, auth), [`metrics`],
+//! [`page`].
 
 pub mod analysis;
 pub mod batching;
@@ -27,6 +30,7 @@ pub mod page;
 pub mod registry;
 pub mod routes;
 pub mod schema;
+pub mod stream;
 
 pub use config::{BatchingConfig, Limits, ModelEntry, ServerConfig, Task};
 
@@ -184,4 +188,17 @@ pub fn run_blocking(config: ServerConfig) -> anyhow::Result<()> {
         eprintln!("naba serve: listening on http://{}", server.local_addr());
         server.run(shutdown_signal()).await
     })
+}
+
+/// What `naba worker` runs: a runtime, the stream worker, until SIGTERM or Ctrl-C.
+pub fn run_worker_blocking(
+    config: ServerConfig,
+    stream: stream::StreamConfig,
+) -> anyhow::Result<stream::WorkerReport> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("naba-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(stream::run(config, stream, shutdown_signal()))
 }

@@ -218,7 +218,7 @@ impl Metrics {
         );
         registry.register(
             "naba_stream_dead_lettered",
-            "Entries moved to the dead-letter stream after too many deliveries",
+            "Entries moved to the dead-letter stream because they cannot be labelled as sent or were delivered too many times",
             m.stream_dead_lettered.clone(),
         );
         registry.register(

@@ -8,6 +8,7 @@ mod models_cmd;
 mod predict;
 mod serve_cmd;
 mod train_cmd;
+mod worker_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,7 +39,9 @@ enum Command {
     /// Fine-tune a model from a recipe.
     Train(train_cmd::TrainArgs),
     /// Serve the JSON HTTP API.
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
+    /// Label a Redis stream as one worker of a consumer group.
+    Worker(Box<worker_cmd::WorkerArgs>),
     /// Fetch and list models.
     #[command(subcommand)]
     Models(models_cmd::ModelsCommand),
@@ -66,7 +69,8 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::run(args),
         Command::Eval(args) => eval_cmd::run(*args),
         Command::Train(args) => train_cmd::run(args),
-        Command::Serve(args) => serve_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(*args),
+        Command::Worker(args) => worker_cmd::run(*args),
         Command::Models(cmd) => models_cmd::run(cmd),
         Command::Bench(args) => bench_cmd::run(*args),
         Command::BenchTrain(args) => bench_cmd::run_train(*args),

@@ -1,0 +1,718 @@
+//! The stream door: a worker in a Redis Streams consumer group. It reads entries from one
+//! stream, puts each on the same per-model batching queues the HTTP routes use
+//! ([`analysis::execute`]), and writes one result entry per input to an output stream.
+//!
+//! Delivery is at least once. A result is added and its input acknowledged in one MULTI/EXEC,
+//! so a crash between the two can neither lose a result nor acknowledge an unlabelled entry.
+//! Entries a worker took and never acknowledged (it died, or the model failed) stay pending in
+//! the group: the worker re-reads its own pending entries when it starts, and every worker
+//! periodically claims entries idle longer than `claim_idle` from the others (XAUTOCLAIM). A
+//! slow worker whose entry was claimed meanwhile may still write its result, so a consumer can
+//! see a second result with the same `source`; keeping the first per `source` drops it.
+//!
+//! An entry that cannot be labelled as it is (no `text`, bad `targets`, a text over the limit)
+//! or that was delivered more than `max_deliveries` times goes to the dead-letter stream with
+//! its fields and an `error` field, and is acknowledged: one bad message never stops the pool.
+
+use crate::analysis::{self, Plan};
+use crate::config::{ServerConfig, Task};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::schema::{DocId, DocumentIn, Options};
+use anyhow::{bail, Context, Result};
+use axum::http::StatusCode;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the worker reads, writes and how it shares the group with others.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub redis_url: String,
+    /// The input stream.
+    pub stream: String,
+    /// The consumer group; created (with the stream) when missing, reading from the start.
+    pub group: String,
+    /// This worker's name in the group; a restarted worker with the same name finishes its own
+    /// pending entries first.
+    pub consumer: String,
+    /// The stream results go to.
+    pub output: String,
+    /// Tasks for entries that name none; `None`: topic and entities where a model does them,
+    /// stance where the entry has targets.
+    pub tasks: Option<Vec<Task>>,
+    /// Entries read (and labelled together) at a time.
+    pub batch: usize,
+    /// Entries pending this long with any consumer are claimed by this one.
+    pub claim_idle: Duration,
+    /// Deliveries after which an entry is dead-lettered instead of tried again.
+    pub max_deliveries: usize,
+    /// Where entries that cannot be labelled go.
+    pub dead_letter: String,
+    /// Longest wait for new entries in one read; also the longest a shutdown waits on a read.
+    pub block: Duration,
+    /// Serve `/metrics`, `/health` and `/ready` here.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl StreamConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (flag, value) in [
+            ("--stream", &self.stream),
+            ("--group", &self.group),
+            ("--consumer", &self.consumer),
+            ("--output", &self.output),
+            ("--dead-letter", &self.dead_letter),
+        ] {
+            if value.trim().is_empty() {
+                bail!("{flag} is empty: give it a name");
+            }
+        }
+        if self.output == self.stream || self.dead_letter == self.stream {
+            bail!(
+                "--output and --dead-letter must differ from --stream `{}`, or the worker would \
+                 read its own results",
+                self.stream
+            );
+        }
+        if self.batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        if self.max_deliveries == 0 {
+            bail!("--max-deliveries must be at least 1");
+        }
+        if self.claim_idle < Duration::from_millis(100) {
+            bail!(
+                "--claim-idle {:?} is shorter than 100 ms: entries still being labelled would \
+                 be taken from their worker",
+                self.claim_idle
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What one worker did, for its exit line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub consumed: u64,
+    pub labelled: u64,
+    pub dead_lettered: u64,
+    pub reclaimed: u64,
+}
+
+/// Loads the models, joins the group and labels entries until `shutdown` resolves; then
+/// finishes the batch in hand, acknowledges it and returns.
+pub async fn run(
+    mut server: ServerConfig,
+    config: StreamConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<WorkerReport> {
+    config.validate()?;
+    server.resolve()?;
+    // A stance-heavy batch puts one job per (entry, target) on a queue: leave room for it.
+    let per_batch = config.batch * server.limits.max_stance_pairs.max(1);
+    server.batching.queue_capacity = server.batching.queue_capacity.max(per_batch);
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::start(&server, &metrics)?);
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let stopping = Arc::clone(&stopping);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing the batch in hand");
+            stopping.store(true, Ordering::SeqCst);
+        });
+    }
+    let connected = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        eprintln!(
+            "naba worker: metrics on http://{}/metrics",
+            listener.local_addr()?
+        );
+        let app = probes::router(
+            Arc::clone(&metrics),
+            Arc::clone(&registry),
+            Arc::clone(&connected),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+    }
+    let result = async {
+        if !wait_for_models(&registry, &stopping).await? {
+            return Ok(WorkerReport::default());
+        }
+        let mut worker = Worker::connect(&config, &server, &registry, &metrics).await?;
+        connected.store(true, Ordering::SeqCst);
+        eprintln!(
+            "naba worker: consumer `{}` of group `{}` on stream `{}`, results to `{}`",
+            config.consumer, config.group, config.stream, config.output
+        );
+        worker.run(&stopping).await?;
+        Ok(worker.report)
+    }
+    .await;
+    connected.store(false, Ordering::SeqCst);
+    let models = Arc::clone(&registry);
+    let _ = tokio::task::spawn_blocking(move || models.shutdown(Duration::from_secs(10))).await;
+    result
+}
+
+/// True once every model is loaded; false when shutdown came first.
+async fn wait_for_models(registry: &Registry, stopping: &AtomicBool) -> Result<bool> {
+    loop {
+        if stopping.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        if registry.ready() {
+            return Ok(true);
+        }
+        tokio::select! {
+            e = registry.failure() => bail!(e),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// One entry's fate after its batch ran.
+enum Outcome {
+    /// Labelled: the result's JSON.
+    Labelled(String),
+    /// Cannot be labelled as sent: to the dead-letter stream with this error.
+    Dead(String),
+    /// Failed for a reason that may pass (a model error, a full queue): left pending, to be
+    /// claimed again after `claim_idle`.
+    Retry(String),
+}
+
+struct Worker<'a> {
+    config: &'a StreamConfig,
+    server: &'a ServerConfig,
+    registry: &'a Registry,
+    metrics: &'a Metrics,
+    /// Results, acknowledgements, claims and the lag probe.
+    conn: MultiplexedConnection,
+    /// Blocking reads only: a read that waits must not hold up the writes.
+    reader: MultiplexedConnection,
+    report: WorkerReport,
+}
+
+impl<'a> Worker<'a> {
+    async fn connect(
+        config: &'a StreamConfig,
+        server: &'a ServerConfig,
+        registry: &'a Registry,
+        metrics: &'a Metrics,
+    ) -> Result<Worker<'a>> {
+        let client = redis::Client::open(config.redis_url.as_str()).with_context(|| {
+            format!(
+                "--redis `{}` is not a Redis URL (redis://host:port[/db])",
+                config.redis_url
+            )
+        })?;
+        let writes = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(30)));
+        let reads = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(config.block + Duration::from_secs(30)));
+        let unreachable = || format!("cannot reach Redis at {}", config.redis_url);
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&writes)
+            .await
+            .with_context(unreachable)?;
+        let reader = client
+            .get_multiplexed_async_connection_with_config(&reads)
+            .await
+            .with_context(unreachable)?;
+        let mut me = Worker {
+            config,
+            server,
+            registry,
+            metrics,
+            conn,
+            reader,
+            report: WorkerReport::default(),
+        };
+        me.create_group().await?;
+        Ok(me)
+    }
+
+    async fn create_group(&mut self) -> Result<()> {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.conn)
+            .await;
+        match created {
+            Ok(()) => {
+                tracing::info!(stream = %self.config.stream, group = %self.config.group, "created the consumer group");
+                Ok(())
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e).with_context(|| {
+                format!(
+                    "cannot create group `{}` on stream `{}`",
+                    self.config.group, self.config.stream
+                )
+            }),
+        }
+    }
+
+    async fn run(&mut self, stopping: &AtomicBool) -> Result<()> {
+        self.own_pending(stopping).await?;
+        let claim_every = (self.config.claim_idle / 2).max(Duration::from_millis(100));
+        let mut next_claim = Instant::now() + claim_every;
+        let mut claim_cursor = "0-0".to_string();
+        let mut next_lag = Instant::now();
+        while !stopping.load(Ordering::SeqCst) {
+            if Instant::now() >= next_lag {
+                self.probe_lag().await;
+                next_lag = Instant::now() + Duration::from_secs(2);
+            }
+            if Instant::now() >= next_claim {
+                claim_cursor = self.claim(&claim_cursor).await?;
+                if claim_cursor == "0-0" {
+                    next_claim = Instant::now() + claim_every;
+                }
+                continue;
+            }
+            let entries = self.read(">").await?;
+            if !entries.is_empty() {
+                self.handle(entries, false).await?;
+            }
+        }
+        self.probe_lag().await;
+        Ok(())
+    }
+
+    /// Entries this consumer was given and never acknowledged (it was killed, or a model
+    /// failed): labelled before anything new.
+    async fn own_pending(&mut self, stopping: &AtomicBool) -> Result<()> {
+        let mut cursor = "0".to_string();
+        while !stopping.load(Ordering::SeqCst) {
+            let entries = self.read(&cursor).await?;
+            let Some(last) = entries.last() else {
+                return Ok(());
+            };
+            cursor = last.id.clone();
+            tracing::info!(
+                entries = entries.len(),
+                "labelling this consumer's pending entries first"
+            );
+            self.handle(entries, true).await?;
+        }
+        Ok(())
+    }
+
+    /// XREADGROUP from `id` (`>`: new entries, waiting up to `block`; else this consumer's
+    /// pending entries after `id`).
+    async fn read(&mut self, id: &str) -> Result<Vec<StreamId>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&self.config.group)
+            .arg(&self.config.consumer)
+            .arg("COUNT")
+            .arg(self.config.batch);
+        if id == ">" {
+            cmd.arg("BLOCK").arg(self.config.block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.config.stream).arg(id);
+        let reply: Option<StreamReadReply> = cmd
+            .query_async(&mut self.reader)
+            .await
+            .with_context(|| format!("cannot read stream `{}`", self.config.stream))?;
+        let entries: Vec<StreamId> = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default();
+        // A pending entry deleted from the stream comes back with no fields: nothing to label.
+        let (gone, entries): (Vec<StreamId>, Vec<StreamId>) = entries
+            .into_iter()
+            .partition(|e| e.map.is_empty() && id != ">");
+        if !gone.is_empty() {
+            let ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
+            self.ack(&ids).await?;
+        }
+        Ok(entries)
+    }
+
+    async fn ack(&mut self, ids: &[&str]) -> Result<()> {
+        let _: i64 = redis::cmd("XACK")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(ids)
+            .query_async(&mut self.conn)
+            .await
+            .context("cannot acknowledge entries")?;
+        Ok(())
+    }
+
+    /// One XAUTOCLAIM step from `cursor`: takes over entries idle past `claim_idle` and labels
+    /// them. Returns the next cursor (`0-0` once the whole pending list was scanned).
+    async fn claim(&mut self, cursor: &str) -> Result<String> {
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(&self.config.consumer)
+            .arg(self.config.claim_idle.as_millis() as u64)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(self.config.batch)
+            .query_async(&mut self.conn)
+            .await
+            .with_context(|| format!("cannot claim idle entries of `{}`", self.config.stream))?;
+        let claimed: Vec<StreamId> = reply
+            .claimed
+            .into_iter()
+            .filter(|e| !e.map.is_empty())
+            .collect();
+        if !claimed.is_empty() {
+            tracing::info!(
+                entries = claimed.len(),
+                "claimed entries idle past --claim-idle"
+            );
+            self.report.reclaimed += claimed.len() as u64;
+            self.metrics
+                .stream_reclaimed(&self.config.stream, claimed.len() as u64);
+            self.handle(claimed, true).await?;
+        }
+        Ok(reply.next_stream_id)
+    }
+
+    async fn probe_lag(&mut self) {
+        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.config.stream)
+            .query_async(&mut self.conn)
+            .await;
+        if let Ok(g) = groups {
+            if let Some(lag) = g
+                .groups
+                .iter()
+                .find(|g| g.name == self.config.group)
+                .and_then(|g| g.lag)
+            {
+                self.metrics.stream_lag(&self.config.stream, lag as i64);
+            }
+        }
+    }
+
+    /// How many times each of `entries` has been delivered, from the group's pending list.
+    async fn deliveries(&mut self, entries: &[StreamId]) -> Result<HashMap<String, usize>> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(HashMap::new());
+        };
+        let reply: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(&first.id)
+            .arg(&last.id)
+            .arg(entries.len())
+            .arg(&self.config.consumer)
+            .query_async(&mut self.conn)
+            .await
+            .context("cannot read the group's pending entries")?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered))
+            .collect())
+    }
+
+    /// Labels a batch and commits it: results and dead letters added, their inputs
+    /// acknowledged, all in one transaction. `redelivered` entries are checked against
+    /// `max_deliveries` first.
+    async fn handle(&mut self, entries: Vec<StreamId>, redelivered: bool) -> Result<()> {
+        let n = entries.len() as u64;
+        self.report.consumed += n;
+        self.metrics.stream_consumed(&self.config.stream, n);
+        let deliveries = if redelivered {
+            self.deliveries(&entries).await?
+        } else {
+            HashMap::new()
+        };
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(entries.len());
+        let mut running = tokio::task::JoinSet::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let delivered = deliveries.get(&entry.id).copied().unwrap_or(1);
+            if delivered > self.config.max_deliveries {
+                outcomes.push(Some(Outcome::Dead(format!(
+                    "delivered {delivered} times without being labelled (--max-deliveries {})",
+                    self.config.max_deliveries
+                ))));
+                continue;
+            }
+            match self.plan(entry) {
+                Ok(plan) => {
+                    outcomes.push(None);
+                    running.spawn(async move { (i, label(plan).await) });
+                }
+                Err(e) => outcomes.push(Some(Outcome::Dead(e))),
+            }
+        }
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok((i, outcome)) => outcomes[i] = Some(outcome),
+                Err(e) => tracing::error!(error = %e, "a labelling task failed"),
+            }
+        }
+        self.commit(&entries, outcomes).await
+    }
+
+    /// The entry as an analysis plan, or why it cannot be one.
+    fn plan(&self, entry: &StreamId) -> Result<Plan, String> {
+        let text = field(entry, "text")?.ok_or("the entry has no `text` field")?;
+        let id = field(entry, "id")?;
+        let targets: Vec<String> = match field(entry, "targets")? {
+            None => Vec::new(),
+            Some(t) if t.trim().is_empty() => Vec::new(),
+            Some(t) => serde_json::from_str(&t).map_err(|e| {
+                format!("`targets` is not a JSON array of strings ({e}): send e.g. [\"claim\"]")
+            })?,
+        };
+        let requested: Option<Vec<Task>> = match field(entry, "tasks")? {
+            Some(list) if !list.trim().is_empty() => Some(parse_tasks(&list)?),
+            _ => self.config.tasks.clone(),
+        };
+        let doc = DocumentIn {
+            id: Some(DocId::Text(id.unwrap_or_else(|| entry.id.clone()))),
+            text,
+            targets,
+        };
+        let refused = |e: ApiError| e.message;
+        let docs = analysis::documents(None, Some(vec![doc]), None, &self.server.limits)
+            .map_err(refused)?;
+        let (top_k, key) = analysis::options(&Options::default()).map_err(refused)?;
+        let tasks = analysis::tasks(requested.as_deref(), self.registry, &docs).map_err(refused)?;
+        let models = tasks
+            .into_iter()
+            .map(|t| Ok((t, self.registry.find(t, None)?)))
+            .collect::<Result<Vec<_>, ApiError>>()
+            .map_err(refused)?;
+        Ok(Plan {
+            docs,
+            models,
+            top_k,
+            key,
+        })
+    }
+
+    async fn commit(&mut self, entries: &[StreamId], outcomes: Vec<Option<Outcome>>) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut acked: Vec<&str> = Vec::new();
+        let (mut labelled, mut dead) = (0u64, 0u64);
+        for (entry, outcome) in entries.iter().zip(outcomes) {
+            match outcome {
+                Some(Outcome::Labelled(json)) => {
+                    let mut fields: Vec<(&str, Vec<u8>)> =
+                        vec![("source", entry.id.clone().into_bytes())];
+                    if let Ok(Some(id)) = field(entry, "id") {
+                        fields.push(("id", id.into_bytes()));
+                    }
+                    fields.push(("result", json.into_bytes()));
+                    pipe.xadd(&self.config.output, "*", &fields).ignore();
+                    acked.push(&entry.id);
+                    labelled += 1;
+                }
+                Some(Outcome::Dead(error)) => {
+                    tracing::warn!(entry = %entry.id, %error, "dead-lettered");
+                    let mut fields: Vec<(String, Vec<u8>)> = entry
+                        .map
+                        .iter()
+                        .filter_map(|(k, v)| raw(v).map(|b| (k.clone(), b)))
+                        .collect();
+                    fields.sort();
+                    fields.push(("source".into(), entry.id.clone().into_bytes()));
+                    fields.push(("error".into(), error.into_bytes()));
+                    pipe.xadd(&self.config.dead_letter, "*", &fields).ignore();
+                    acked.push(&entry.id);
+                    dead += 1;
+                }
+                Some(Outcome::Retry(error)) => {
+                    tracing::warn!(entry = %entry.id, %error, "left pending, to be tried again");
+                }
+                None => {
+                    tracing::warn!(entry = %entry.id, "left pending: its labelling task failed");
+                }
+            }
+        }
+        if acked.is_empty() {
+            return Ok(());
+        }
+        pipe.xack(&self.config.stream, &self.config.group, &acked)
+            .ignore();
+        let _: () = pipe
+            .query_async(&mut self.conn)
+            .await
+            .context("cannot write results and acknowledge their entries")?;
+        self.report.labelled += labelled;
+        self.report.dead_lettered += dead;
+        self.metrics.stream_labelled(&self.config.stream, labelled);
+        self.metrics.stream_dead_lettered(&self.config.stream, dead);
+        Ok(())
+    }
+}
+
+/// Runs a plan through the shared queues. A full queue or a loading model is waited out a few
+/// times before the entry is left for later.
+async fn label(plan: Plan) -> Outcome {
+    let mut tries = 0;
+    loop {
+        let retry = Plan {
+            docs: plan.docs.clone(),
+            models: plan.models.clone(),
+            top_k: plan.top_k,
+            key: plan.key,
+        };
+        match analysis::execute(retry).await {
+            Ok(mut response) => {
+                let Some(doc) = response.documents.pop() else {
+                    return Outcome::Retry("the analysis returned no document".into());
+                };
+                return match serde_json::to_string(&doc) {
+                    Ok(json) => Outcome::Labelled(json),
+                    Err(e) => Outcome::Retry(format!("cannot write the result as JSON: {e}")),
+                };
+            }
+            Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY => {
+                return Outcome::Dead(format!("{}: {}", e.code, e.message))
+            }
+            Err(e) if e.retry_after.is_some() && tries < 5 => {
+                tries += 1;
+                let wait = e.retry_after.unwrap_or(1).min(5);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            Err(e) => return Outcome::Retry(format!("{}: {}", e.code, e.message)),
+        }
+    }
+}
+
+/// A text field of the entry: `Ok(None)` when absent, an error when it is not UTF-8.
+fn field(entry: &StreamId, name: &str) -> Result<Option<String>, String> {
+    match entry.map.get(name) {
+        None => Ok(None),
+        Some(v) => match raw(v) {
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| format!("the `{name}` field is not UTF-8 text")),
+            None => Err(format!("the `{name}` field is not a string")),
+        },
+    }
+}
+
+fn raw(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+/// `topic,entities,stance` (also `ner`), as the `tasks` field and `--tasks` take them.
+pub fn parse_tasks(list: &str) -> Result<Vec<Task>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| match t {
+            "topic" => Ok(Task::Topic),
+            "entities" | "ner" => Ok(Task::Entities),
+            "stance" => Ok(Task::Stance),
+            other => Err(format!(
+                "unknown task `{other}` in `tasks`: use topic, entities or stance"
+            )),
+        })
+        .collect()
+}
+
+/// The worker's own small HTTP surface for Prometheus and Kubernetes probes.
+mod probes {
+    use super::*;
+    use axum::extract::State;
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use axum::Router;
+
+    #[derive(Clone)]
+    struct Probe {
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        connected: Arc<AtomicBool>,
+    }
+
+    pub fn router(
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        connected: Arc<AtomicBool>,
+    ) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics_text))
+            .route("/health", get(|| async { "ok" }))
+            .route("/ready", get(ready))
+            .with_state(Probe {
+                metrics,
+                registry,
+                connected,
+            })
+    }
+
+    async fn metrics_text(State(p): State<Probe>) -> impl IntoResponse {
+        (
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            p.metrics.render(),
+        )
+    }
+
+    /// Ready once the models are loaded and the group is joined.
+    async fn ready(State(p): State<Probe>) -> impl IntoResponse {
+        if p.registry.ready() && p.connected.load(Ordering::SeqCst) {
+            (StatusCode::OK, "ready")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_parse_and_unknown_ones_are_named() {
+        assert_eq!(
+            parse_tasks("topic, ner,stance"),
+            Ok(vec![Task::Topic, Task::Entities, Task::Stance])
+        );
+        let e = parse_tasks("topic,sentiment").unwrap_err();
+        assert!(e.contains("`sentiment`"), "{e}");
+    }
+
+    #[test]
+    fn fields_must_be_text() {
+        let mut entry = StreamId::default();
+        entry
+            .map
+            .insert("text".into(), Value::BulkString(vec![0xff, 0xfe]));
+        assert!(field(&entry, "text").unwrap_err().contains("UTF-8"));
+        assert_eq!(field(&entry, "id"), Ok(None));
+    }
+}
