@@ -109,6 +109,15 @@ pub struct WorkerReport {
     pub reclaimed: u64,
 }
 
+impl WorkerReport {
+    fn add(&mut self, other: &WorkerReport) {
+        self.consumed += other.consumed;
+        self.labelled += other.labelled;
+        self.dead_lettered += other.dead_lettered;
+        self.reclaimed += other.reclaimed;
+    }
+}
+
 /// Loads the models, joins the group and labels entries until `shutdown` resolves; then
 /// finishes the batch in hand, acknowledges it and returns.
 pub async fn run(
@@ -156,20 +165,60 @@ pub async fn run(
         if !wait_for_models(&registry, &stopping).await? {
             return Ok(WorkerReport::default());
         }
+        // An unreachable Redis or a bad group at start is a setting to fix: stop and say so.
         let mut worker = Worker::connect(&config, &server, &registry, &metrics).await?;
         connected.store(true, Ordering::SeqCst);
         eprintln!(
             "naba worker: consumer `{}` of group `{}` on stream `{}`, results to `{}`",
             config.consumer, config.group, config.stream, config.output
         );
-        worker.run(&stopping).await?;
-        Ok(worker.report)
+        // Later, a lost connection is waited out: what was read and not committed stays
+        // pending, and the pending entries are read again first on reconnecting.
+        let mut report = WorkerReport::default();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let outcome = worker.run(&stopping).await;
+            report.add(&std::mem::take(&mut worker.report));
+            let Err(e) = outcome else {
+                return Ok(report);
+            };
+            connected.store(false, Ordering::SeqCst);
+            tracing::error!(error = %format!("{e:#}"), "lost Redis; reconnecting in {backoff:?}");
+            loop {
+                if !pause(backoff, &stopping).await {
+                    return Ok(report);
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                match Worker::connect(&config, &server, &registry, &metrics).await {
+                    Ok(w) => {
+                        tracing::info!("reconnected to Redis");
+                        worker = w;
+                        backoff = Duration::from_secs(1);
+                        connected.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "still no Redis"),
+                }
+            }
+        }
     }
     .await;
     connected.store(false, Ordering::SeqCst);
     let models = Arc::clone(&registry);
     let _ = tokio::task::spawn_blocking(move || models.shutdown(Duration::from_secs(10))).await;
     result
+}
+
+/// Sleeps `d`, waking early for a shutdown; false when shutdown came.
+async fn pause(d: Duration, stopping: &AtomicBool) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    !stopping.load(Ordering::SeqCst)
 }
 
 /// True once every model is loaded; false when shutdown came first.

@@ -58,6 +58,24 @@ impl Redis {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        Self::on_port(port)
+    }
+
+    /// Stops the server and starts an empty one on the same port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
+        std::thread::sleep(Duration::from_millis(300));
+        *self = Self::on_port(port);
+    }
+
+    fn on_port(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -578,4 +596,33 @@ fn an_entry_delivered_too_often_is_dead_lettered_not_tried_again() {
     );
     assert!(!results_by_source(&mut con).0.contains_key(tired));
     assert!(pending(&mut con, None).is_empty());
+}
+
+#[test]
+fn a_worker_waits_out_a_redis_restart_and_carries_on() {
+    if skip() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let mut con = redis.conn();
+    let msgs: Vec<(String, Message)> = messages(40)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::Good(_)))
+        .collect();
+    seed(&mut con, &msgs[..20]);
+    let mut w = Worker::start(&redis, "w1", &["--tasks", "topic"]);
+    wait_for(Duration::from_secs(60), "the first messages", || {
+        con.xlen::<_, usize>(OUTPUT).unwrap_or(0) >= 20
+    });
+    // The server goes away and comes back empty (no persistence in these tests).
+    redis.restart();
+    let mut con = redis.conn();
+    seed(&mut con, &msgs[20..]);
+    wait_for(
+        Duration::from_secs(60),
+        "the messages sent after the restart",
+        || con.xlen::<_, usize>(OUTPUT).unwrap_or(0) >= msgs.len() - 20,
+    );
+    assert_eq!(w.terminate(), Some(0), "{}", w.log());
+    assert!(w.log().contains("reconnected"), "{}", w.log());
 }
