@@ -127,6 +127,10 @@ pub enum EvalError {
     /// An option value makes no sense.
     #[error("invalid option: {0}")]
     InvalidOption(String),
+
+    /// Shard reports that do not make up one job.
+    #[error("cannot merge the shard reports: {0}")]
+    Merge(String),
 }
 
 impl EvalError {

@@ -20,6 +20,8 @@
 //!   report.md, two SVG charts, errors.jsonl and predictions, and writes them atomically.
 //! * **Comparison** ([`compare()`]): two reports side by side, with differences flagged when B
 //!   falls outside A's interval.
+//! * **Shards** ([`Shard`], [`merge_shards`]): one job split over machines by item position,
+//!   each shard report keeping its items so that the merged report equals an unsharded run's.
 //!
 //! ```no_run
 //! use naba_eval::{ClassificationCorpus, ColumnOptions, ClassPrediction, EvalOptions, Report, RunInfo};
@@ -51,16 +53,19 @@ pub mod compare;
 mod error;
 mod issues;
 mod labels;
+mod merge;
 pub mod metrics;
 pub mod read;
 pub mod report;
 mod sample;
+mod shard;
 
 pub use bootstrap::{bootstrap_ci, BootstrapConfig, Ci95, DEFAULT_RESAMPLES, DEFAULT_SEED};
 pub use compare::{compare, compare_metrics, Comparison, DeltaRow, ReportRef};
 pub use error::{EvalError, Result};
 pub use issues::{DataIssue, IssueKind, IssueSummary};
 pub use labels::LabelMap;
+pub use merge::merge_shards;
 pub use metrics::{
     classification_metrics, mean_f1_of_labels, ner_metrics, percentile, Averages,
     ClassificationMetrics, ConfusionMatrix, EntityScores, LabelScores, NerMetrics, RunStats,
@@ -73,3 +78,4 @@ pub use report::{
     read_metrics, write_dir_atomically, ClassPrediction, EvalOptions, MetricsFile, Report, RunInfo,
 };
 pub use sample::{sample_in_order, sample_indices, SampleInfo, SplitMix64};
+pub use shard::{job_digest, JobItems, MergedShard, Shard, ShardInfo, ShardPart};

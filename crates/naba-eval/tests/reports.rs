@@ -45,6 +45,7 @@ fn class_report(preds: &[&str], model: &str) -> Report {
         },
         selected_labels: vec!["Favor".into(), "Against".into()],
         run: Some(RunStats::from_timings(&timings, 40, None).expect("timings")),
+        shard: None,
     };
     Report::classification(
         &corpus,

@@ -102,6 +102,26 @@ pub(crate) fn report(m: &MetricsFile) -> String {
             s.kept, s.population, s.limit, s.seed
         );
     }
+    if let Some(sh) = &m.shard {
+        let _ = writeln!(
+            out,
+            "| shard | **{}/{}: {} of the job's {} {}s only** (dealt in {}); `naba eval merge` \
+             combines the {} shards into the whole job's report |",
+            sh.index, sh.count, sh.items, sh.total, m.bootstrap.unit, sh.dealt, sh.count
+        );
+    }
+    if !m.merged_from.is_empty() {
+        let _ = writeln!(
+            out,
+            "| merged from | {} shards: {} |",
+            m.merged_from.len(),
+            m.merged_from
+                .iter()
+                .map(|s| format!("`{}`", cell(&s.report)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = writeln!(out, "| time | {} |", m.timestamp);
     let _ = writeln!(out, "| naba | {} |", m.naba_version);
     let b = &m.bootstrap;
@@ -227,7 +247,16 @@ pub(crate) fn report(m: &MetricsFile) -> String {
         out.push_str("## Run\n\n| | |\n|---|---|\n");
         let _ = writeln!(out, "| documents | {} |", r.documents);
         let _ = writeln!(out, "| tokens | {} |", r.tokens);
-        let _ = writeln!(out, "| wall time | {:.2} s |", r.wall_seconds);
+        if m.merged_from.is_empty() {
+            let _ = writeln!(out, "| wall time | {:.2} s |", r.wall_seconds);
+        } else {
+            let _ = writeln!(
+                out,
+                "| wall time | {:.2} s (the {} shards' times added up) |",
+                r.wall_seconds,
+                m.merged_from.len()
+            );
+        }
         let _ = writeln!(out, "| documents/s | {:.2} |", r.documents_per_second);
         let _ = writeln!(out, "| tokens/s | {:.1} |", r.tokens_per_second);
         let l = &r.latency_ms;

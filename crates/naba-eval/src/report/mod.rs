@@ -22,6 +22,8 @@ use crate::issues::{DataIssue, IssueSummary};
 use crate::labels::split_tag;
 use crate::metrics::{classification_metrics, strict_iob2_entities, Entity, RunStats};
 use crate::read::{ClassificationCorpus, NerCorpus};
+use crate::shard::{ShardInfo, ShardPart};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,9 @@ pub mod files {
     pub const PREDICTIONS_JSONL: &str = "predictions.jsonl";
     /// NER predictions: the CoNLL input with a predicted-tag column appended.
     pub const PREDICTIONS_CONLL: &str = "predictions.conll";
+    /// Shard reports only: every scored item with its position in the whole job, everything
+    /// `naba eval merge` needs to rebuild the unsharded report.
+    pub const SHARD_ITEMS: &str = "shard_items.jsonl";
 }
 
 /// Who and what was evaluated; goes into metrics.json.
@@ -86,6 +91,9 @@ pub struct EvalOptions {
     pub selected_labels: Vec<String>,
     /// Throughput and latency of the run, if measured.
     pub run: Option<RunStats>,
+    /// Set when the corpus is one shard of a larger job (`--shard I/N`): the report is then
+    /// marked as a shard and keeps `shard_items.jsonl` for [`crate::merge_shards`].
+    pub shard: Option<ShardPart>,
 }
 
 /// A classification prediction: the label and, optionally, a score per label.
@@ -125,6 +133,7 @@ pub struct Report {
     /// The metrics.json content.
     pub metrics: MetricsFile,
     records: Records,
+    shard: Option<ShardPart>,
 }
 
 #[derive(Clone, Debug)]
@@ -150,7 +159,70 @@ struct NerRecord {
     tokens: Vec<String>,
     gold: Vec<String>,
     pred: Vec<String>,
+    token_lines: Vec<usize>,
     raw_lines: Vec<String>,
+}
+
+/// A line of a classification shard's `shard_items.jsonl`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ClassItem {
+    pub(crate) position: usize,
+    pub(crate) id: String,
+    pub(crate) line: usize,
+    pub(crate) text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) target: Option<String>,
+    pub(crate) gold: String,
+    pub(crate) predicted: String,
+    #[serde(default, with = "exact_scores")]
+    pub(crate) scores: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub(crate) ms: Option<f64>,
+}
+
+/// Scores written as decimal strings: serde_json's default number parser may land one unit in
+/// the last place off, and the merged `predictions.jsonl` should repeat the unsharded run's
+/// scores bit for bit. Rust's own float formatting and parsing round-trip exactly.
+mod exact_scores {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::collections::BTreeMap;
+
+    pub(crate) fn serialize<S: Serializer>(
+        scores: &BTreeMap<String, f64>,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(scores.iter().map(|(k, v)| (k, v.to_string())))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<BTreeMap<String, f64>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| match v.parse::<f64>() {
+                Ok(x) => Ok((k, x)),
+                Err(_) => Err(D::Error::custom(format!(
+                    "score `{v}` of label `{k}` is not a number"
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// A line of an NER shard's `shard_items.jsonl`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct NerItem {
+    pub(crate) position: usize,
+    pub(crate) id: String,
+    pub(crate) line: usize,
+    pub(crate) tokens: Vec<String>,
+    pub(crate) gold: Vec<String>,
+    pub(crate) predicted: Vec<String>,
+    pub(crate) token_lines: Vec<usize>,
+    pub(crate) raw_lines: Vec<String>,
+    #[serde(default)]
+    pub(crate) ms: Option<f64>,
 }
 
 fn est(value: f64, cis: &[Ci95], i: usize) -> Estimate {
@@ -170,6 +242,28 @@ fn bootstrap_info(cfg: &BootstrapConfig, unit: &str) -> BootstrapInfo {
     }
 }
 
+/// Checks that a shard part describes exactly the `items` scored.
+fn check_shard(part: Option<&ShardPart>, items: usize) -> Result<()> {
+    let Some(p) = part else {
+        return Ok(());
+    };
+    if p.positions.len() != items {
+        return Err(EvalError::LengthMismatch {
+            what: format!("positions of shard {}", p.shard),
+            gold: items,
+            predicted: p.positions.len(),
+        });
+    }
+    if !p.latency_ms.is_empty() && p.latency_ms.len() != items {
+        return Err(EvalError::LengthMismatch {
+            what: format!("latencies of shard {}", p.shard),
+            gold: items,
+            predicted: p.latency_ms.len(),
+        });
+    }
+    Ok(())
+}
+
 impl Report {
     /// Score a classification (or stance) run: `predictions[i]` is the model's answer for
     /// `corpus.examples[i]`.
@@ -184,6 +278,7 @@ impl Report {
     ) -> Result<Report> {
         let gold: Vec<&str> = corpus.examples.iter().map(|e| e.label.as_str()).collect();
         let pred: Vec<&str> = predictions.iter().map(|p| p.label.as_str()).collect();
+        check_shard(opts.shard.as_ref(), gold.len())?;
         let encoded = crate::metrics::classification::Encoded::new(&gold, &pred)?;
         let m = encoded.metrics(&vec![1; gold.len()]);
         let labels: Vec<String> = m.per_label.keys().cloned().collect();
@@ -247,13 +342,13 @@ impl Report {
             metrics: metrics_file(
                 info,
                 corpus.sample.clone(),
-                &opts.bootstrap,
+                opts,
                 "example",
                 TaskScores::Classification(scores),
                 &corpus.issues,
-                opts.run,
             ),
             records: Records::Classification(records),
+            shard: opts.shard.clone(),
         })
     }
 
@@ -270,6 +365,7 @@ impl Report {
         opts: &EvalOptions,
     ) -> Result<Report> {
         let gold: Vec<Vec<String>> = corpus.gold_tags();
+        check_shard(opts.shard.as_ref(), gold.len())?;
         let counts = crate::metrics::ner::NerCounts::new(&gold, predictions)?;
         let m = counts.metrics(&vec![1; counts.sentences()]);
         let types: Vec<String> = m.strict.per_type.keys().cloned().collect();
@@ -336,6 +432,7 @@ impl Report {
                 tokens: s.tokens.clone(),
                 gold: s.tags.clone(),
                 pred: p.clone(),
+                token_lines: s.token_lines.clone(),
                 raw_lines: s.raw_lines.clone(),
             })
             .collect();
@@ -343,13 +440,13 @@ impl Report {
             metrics: metrics_file(
                 info,
                 corpus.sample.clone(),
-                &opts.bootstrap,
+                opts,
                 "sentence",
                 TaskScores::Ner(scores),
                 &corpus.issues,
-                opts.run,
             ),
             records: Records::Ner(records),
+            shard: opts.shard.clone(),
         })
     }
 
@@ -408,6 +505,12 @@ impl Report {
                 out.push((files::PREDICTIONS_CONLL, ner_conll(rows).into_bytes()));
             }
         }
+        if let Some(part) = &self.shard {
+            out.push((
+                files::SHARD_ITEMS,
+                shard_items(&self.records, part)?.into_bytes(),
+            ));
+        }
         Ok(out)
     }
 
@@ -433,11 +536,10 @@ impl Report {
 fn metrics_file(
     info: RunInfo,
     sample: Option<crate::sample::SampleInfo>,
-    cfg: &BootstrapConfig,
+    opts: &EvalOptions,
     unit: &str,
     scores: TaskScores,
     issues: &[DataIssue],
-    run: Option<RunStats>,
 ) -> MetricsFile {
     MetricsFile {
         schema_version: SCHEMA_VERSION,
@@ -448,11 +550,63 @@ fn metrics_file(
         label_map: info.label_map,
         settings: info.settings,
         sample,
-        bootstrap: bootstrap_info(cfg, unit),
+        bootstrap: bootstrap_info(&opts.bootstrap, unit),
         scores,
         data_issues: IssueSummary::from_issues(issues),
-        run,
+        run: opts.run,
+        shard: opts.shard.as_ref().map(ShardInfo::new),
+        merged_from: Vec::new(),
     }
+}
+
+/// One line per scored item, in the shard's order, with its position in the whole job and
+/// every field the merged report's records need.
+fn shard_items(records: &Records, part: &ShardPart) -> Result<String> {
+    let position = |i: usize| part.positions.get(i).copied().unwrap_or(usize::MAX);
+    let ms = |i: usize| part.latency_ms.get(i).copied();
+    let mut out = String::new();
+    let mut push = |item: std::result::Result<String, serde_json::Error>| {
+        let line = item.map_err(|e| EvalError::Json {
+            path: PathBuf::from(files::SHARD_ITEMS),
+            message: format!("cannot serialise an item: {e}"),
+        })?;
+        out.push_str(&line);
+        out.push('\n');
+        Ok::<(), EvalError>(())
+    };
+    match records {
+        Records::Classification(rows) => {
+            for (i, r) in rows.iter().enumerate() {
+                push(serde_json::to_string(&ClassItem {
+                    position: position(i),
+                    id: r.id.clone(),
+                    line: r.line,
+                    text: r.text.clone(),
+                    target: r.target.clone(),
+                    gold: r.gold.clone(),
+                    predicted: r.pred.label.clone(),
+                    scores: r.pred.scores.clone(),
+                    ms: ms(i),
+                }))?;
+            }
+        }
+        Records::Ner(rows) => {
+            for (i, r) in rows.iter().enumerate() {
+                push(serde_json::to_string(&NerItem {
+                    position: position(i),
+                    id: r.id.clone(),
+                    line: r.line,
+                    tokens: r.tokens.clone(),
+                    gold: r.gold.clone(),
+                    predicted: r.pred.clone(),
+                    token_lines: r.token_lines.clone(),
+                    raw_lines: r.raw_lines.clone(),
+                    ms: ms(i),
+                }))?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn bar_items(per: &BTreeMap<String, LabelEntry>) -> Vec<(String, f64, Option<Ci95>)> {

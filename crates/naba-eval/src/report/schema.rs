@@ -4,6 +4,7 @@ use crate::bootstrap::Ci95;
 use crate::issues::IssueSummary;
 use crate::metrics::{ConfusionMatrix, LabelScores, RunStats};
 use crate::sample::SampleInfo;
+use crate::shard::{MergedShard, ShardInfo};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -185,4 +186,11 @@ pub struct MetricsFile {
     pub data_issues: IssueSummary,
     /// Throughput and latency; `null` when no timings were given.
     pub run: Option<RunStats>,
+    /// Present only in a shard report (`--shard I/N`): which part of which job it covers, so
+    /// that nobody mistakes its figures for the whole data set's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// Present only in a report made by `naba eval merge`: the shard reports it combines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedShard>,
 }
