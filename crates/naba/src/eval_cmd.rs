@@ -1,12 +1,13 @@
 //! `naba eval`: run a model over a labelled corpus (or a whole suite of them) and write a
-//! report; `naba eval compare A B` sets two reports side by side.
+//! report; `naba eval compare A B` sets two reports side by side; `naba eval merge` joins the
+//! shard reports of a job split over machines with `--shard`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use naba_eval::{
     BootstrapConfig, ClassPrediction, ClassificationCorpus, ColumnOptions, ConllOptions,
-    DataFormat, EvalOptions, LabelMap, Report, RunInfo, RunStats,
+    DataFormat, EvalOptions, LabelMap, Report, RunInfo, RunStats, Shard, ShardPart,
 };
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
 use naba_tasks::aggregate::{AggregationStrategy, Decoding};
@@ -36,6 +37,18 @@ enum EvalCommand {
         a: PathBuf,
         /// The report to compare against it.
         b: PathBuf,
+    },
+    /// Combine the shard reports of one `naba eval --shard I/N` run into the report of the
+    /// whole job: every figure, intervals included, as an unsharded run gives. Refuses reports
+    /// of another model, task, data set, sample, setting or shard count, and a missing or
+    /// repeated shard.
+    Merge {
+        /// The shard report directories, all N of them, in any order.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged report goes; without it report.md is printed.
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
     },
 }
 
@@ -108,6 +121,14 @@ struct RunArgs {
     /// Evaluate on a seeded sample of N rows (sentences for CoNLL).
     #[arg(long)]
     limit: Option<usize>,
+    /// Evaluate only shard I of N (I counts from 0: 0/3, 1/3, 2/3), to split a job over
+    /// machines. The data (after --limit) is cut in file order into blocks of --batch-size
+    /// examples (NER: sentences, or passages with --pack-words), one model call each, and
+    /// block b goes to shard b mod N: each shard makes the unsharded run's model calls, so its
+    /// predictions are bit-identical. The report says it is a shard; `naba eval merge` joins
+    /// all N. With --suite, every entry is sharded.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
     /// Seed of --limit's sample and of the bootstrap.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -153,6 +174,10 @@ pub(crate) fn parse_filter(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("`{s}`: write the filter as COLUMN=VALUE"))
 }
 
+pub(crate) fn parse_shard(s: &str) -> Result<Shard, String> {
+    Shard::parse(s)
+}
+
 fn parse_aggregation(s: &str) -> Result<AggregationStrategy, String> {
     match s.parse::<AggregationStrategy>() {
         Ok(AggregationStrategy::None) => Err(
@@ -172,10 +197,29 @@ fn parse_normalize(s: &str) -> Result<NormalizeOptions, String> {
 }
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
-    if let Some(EvalCommand::Compare { a, b }) = args.command {
-        let cmp = naba_eval::compare(&a, &b)?;
-        print!("{}", cmp.to_markdown());
-        return Ok(ExitCode::SUCCESS);
+    match args.command {
+        Some(EvalCommand::Compare { a, b }) => {
+            let cmp = naba_eval::compare(&a, &b)?;
+            print!("{}", cmp.to_markdown());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(EvalCommand::Merge { dirs, report_dir }) => {
+            let report = naba_eval::merge_shards(&dirs)?;
+            match &report_dir {
+                Some(dir) => {
+                    report.write(dir)?;
+                    eprintln!("{}", headline(&report));
+                    eprintln!(
+                        "merged {} shards; report written to {}",
+                        dirs.len(),
+                        dir.display()
+                    );
+                }
+                None => print!("{}", report.markdown()),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
     let run = args.run;
     if let Some(suite) = &run.suite {
@@ -201,6 +245,12 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         source: None,
     };
     let report = evaluate(&job, &run)?;
+    if let Some(shard) = run.shard {
+        eprintln!(
+            "shard {shard} only (merge all {} with `naba eval merge`):",
+            shard.count
+        );
+    }
     eprintln!("{}", headline(&report));
     eprintln!("report written to {}", job.report_dir.display());
     Ok(ExitCode::SUCCESS)
@@ -324,7 +374,9 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
         },
         selected_labels: job.selected_labels.clone(),
         run: None,
+        shard: None,
     };
+    let mut shard_part: Option<ShardPart> = None;
     let is_conll = match job.columns.format {
         Some(f) => f == Format::Conll,
         None => job
@@ -356,17 +408,52 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
                 .pack_words
                 .or(pipeline.model().config.naba.pack_words)
                 .unwrap_or(0);
+            // Passages are cut over the whole job and dealt out a model call's worth at a time,
+            // so a sharded sentence is read with the same neighbours, in the same batch, as in
+            // an unsharded run.
+            let mut groups = passages(&corpus.sentences, pack_words);
+            let corpus = match run.shard {
+                Some(shard) => {
+                    let per_call = run.batch_size.max(1);
+                    let blocks: Vec<std::ops::Range<usize>> = groups
+                        .chunks(per_call)
+                        .filter_map(|c| Some(c.first()?.start..c.last()?.end))
+                        .collect();
+                    let dealt = if pack_words > 0 {
+                        format!("blocks of {per_call} passages of up to {pack_words} words")
+                    } else {
+                        format!("blocks of {per_call} sentences")
+                    };
+                    let (part, p) = corpus.take_shard(shard, &blocks, &dealt);
+                    let mut start = 0;
+                    groups = groups
+                        .chunks(per_call)
+                        .enumerate()
+                        .filter(|(b, _)| shard.owns(*b))
+                        .flat_map(|(_, c)| c.iter())
+                        .map(|r| {
+                            let local = start..start + r.len();
+                            start = local.end;
+                            local
+                        })
+                        .collect();
+                    shard_part = Some(nonempty(p, "sentences")?);
+                    part
+                }
+                None => corpus,
+            };
             info.settings.extend([
                 ("decoding".to_string(), run.decoding.to_string()),
                 ("aggregation".to_string(), run.aggregation.to_string()),
                 ("pack_words".to_string(), pack_words.to_string()),
             ]);
-            let (tags, timings) = predict_ner(&pipeline, &corpus.sentences, run, pack_words)?;
+            let (tags, timings) = predict_ner(&pipeline, &corpus.sentences, &groups, run)?;
             opts.run = Some(RunStats::from_timings(
                 &timings,
                 corpus.token_count() as u64,
                 Some(started.elapsed()),
             )?);
+            opts.shard = shard_part.map(|p| with_latency(p, &timings));
             Report::ner(&corpus, &tags, info, &opts)?
         }
         EvalTask::Topic | EvalTask::Stance => {
@@ -397,12 +484,21 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
             });
             let corpus = ClassificationCorpus::read(&job.data, format, &columns)?
                 .sample(run.limit, run.seed);
+            let corpus = match run.shard {
+                Some(shard) => {
+                    let (part, p) = corpus.take_shard(shard, run.batch_size.max(1));
+                    shard_part = Some(nonempty(p, "examples")?);
+                    part
+                }
+                None => corpus,
+            };
             let (preds, timings, words) = predict_classes(&pipeline, &corpus, run)?;
             opts.run = Some(RunStats::from_timings(
                 &timings,
                 words,
                 Some(started.elapsed()),
             )?);
+            opts.shard = shard_part.map(|p| with_latency(p, &timings));
             Report::classification(&corpus, &preds, info, &opts)?
         }
     };
@@ -410,14 +506,35 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Runs NER over each sentence (its tokens joined by spaces), or over passages of consecutive
-/// sentences with `--pack-words`, and turns the entities back into one IOB2 tag per corpus
-/// token: the first token of a sentence an entity touches gets `B-`, the rest `I-`.
+/// A shard with nothing in it cannot be scored; saying so beats an empty report that the merge
+/// would have to special-case.
+fn nonempty(part: ShardPart, what: &str) -> Result<ShardPart> {
+    if part.positions.is_empty() {
+        bail!(
+            "shard {} holds none of the job's {} {what} (dealt in {}): use fewer shards or a \
+             smaller --batch-size",
+            part.shard,
+            part.total,
+            part.dealt
+        );
+    }
+    Ok(part)
+}
+
+fn with_latency(mut part: ShardPart, timings: &[Duration]) -> ShardPart {
+    part.latency_ms = timings.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    part
+}
+
+/// Runs NER over `passages` (runs of consecutive sentences, see [`passages`]; one sentence each
+/// without `--pack-words`), each passage's tokens joined by spaces, and turns the entities back
+/// into one IOB2 tag per corpus token: the first token of a sentence an entity touches gets
+/// `B-`, the rest `I-`.
 fn predict_ner(
     pipeline: &Pipeline,
     sentences: &[naba_eval::NerSentence],
+    passages: &[std::ops::Range<usize>],
     run: &RunArgs,
-    pack_words: usize,
 ) -> Result<(Vec<Vec<String>>, Vec<Duration>)> {
     let bar = progress(sentences.len(), "ner");
     let opts = NerOptions {
@@ -429,7 +546,6 @@ fn predict_ner(
     let mut tags = Vec::with_capacity(sentences.len());
     let mut timings = Vec::with_capacity(sentences.len());
     let mut failures = Failures::default();
-    let passages = passages(sentences, pack_words);
     for chunk in passages.chunks(run.batch_size.max(1)) {
         let mut texts = Vec::with_capacity(chunk.len());
         let mut spans = Vec::with_capacity(chunk.len());
@@ -705,8 +821,15 @@ fn run_suite(path: &Path, run: &RunArgs) -> Result<ExitCode> {
             }
         }
     }
+    let shard_note = run.shard.map_or_else(String::new, |s| {
+        format!(
+            "Shard {s} of every entry only: `naba eval merge` joins each entry's {} shard \
+             reports.\n\n",
+            s.count
+        )
+    });
     let summary = format!(
-        "| data set | model | figures (95% CI) | report |\n|---|---|---|---|\n{}\n",
+        "{shard_note}| data set | model | figures (95% CI) | report |\n|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
     std::fs::create_dir_all(&root)?;

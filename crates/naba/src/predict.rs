@@ -83,6 +83,14 @@ pub struct PredictArgs {
     /// and punctuation from their edges.
     #[arg(long)]
     pub no_trim: bool,
+    /// Label only shard I of N (I counts from 0: 0/3, 1/3, 2/3), to split a job over
+    /// machines. The inputs (the texts given, or the non-blank lines of the input, counted
+    /// from 0) are cut into blocks of 64, the inputs of one model call, and block b goes to
+    /// shard b mod N: input k to shard (k / 64) mod N. Each shard thus makes the unsharded
+    /// run's model calls and writes bit-identical lines, each with `index`: k added, so the
+    /// shards' outputs sort back into the unsharded output.
+    #[arg(long, value_name = "I/N", value_parser = crate::eval_cmd::parse_shard)]
+    pub shard: Option<naba_eval::Shard>,
     /// Texts to label (otherwise --input or stdin).
     pub texts: Vec<String>,
 }
@@ -99,11 +107,33 @@ fn parse_normalize(s: &str) -> Result<NormalizeOptions, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 
-/// Inputs are handled in groups this size so output streams and memory stays bounded.
+/// Inputs are handled in groups this size so output streams and memory stays bounded. It is
+/// also the block `--shard` deals out: a model's outputs move in the last bits with the other
+/// texts of its call, so shards that make the unsharded run's calls give its exact output.
 const CHUNK: usize = 64;
 
 pub fn run(args: PredictArgs) -> Result<ExitCode> {
     let docs = read_docs(&args.texts, args.input.as_deref(), args.format)?;
+    let (indices, docs): (Vec<usize>, Vec<Doc>) = match args.shard {
+        Some(shard) => {
+            let total = docs.len();
+            let mine: (Vec<usize>, Vec<Doc>) = docs
+                .into_iter()
+                .enumerate()
+                .filter(|(k, _)| shard.owns_item(*k, CHUNK))
+                .unzip();
+            if mine.1.is_empty() {
+                eprintln!(
+                    "note: shard {shard} holds none of the {total} inputs (input k goes to shard \
+                     (k / {CHUNK}) mod {}); nothing to label",
+                    shard.count
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            mine
+        }
+        None => (Vec::new(), docs),
+    };
     validate(&docs, &args)?;
     let spec = match &args.model {
         Some(m) => m.clone(),
@@ -143,9 +173,10 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = 0usize;
-    for chunk in docs.chunks(CHUNK) {
-        for (doc, line) in chunk.iter().zip(predict_chunk(&pipeline, chunk, &args)) {
-            let line = match line {
+    for (n, chunk) in docs.chunks(CHUNK).enumerate() {
+        let results = predict_chunk(&pipeline, chunk, &args);
+        for (k, (doc, line)) in chunk.iter().zip(results).enumerate() {
+            let mut line = match line {
                 Ok(v) => v,
                 Err(e) => {
                     failed += 1;
@@ -153,6 +184,9 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
                     json!({"id": doc.id, "error": e.to_string()})
                 }
             };
+            if let Some(&index) = indices.get(n * CHUNK + k) {
+                line["index"] = json!(index);
+            }
             writeln!(out, "{line}")?;
         }
         out.flush()?;
