@@ -2,7 +2,7 @@
 //! report; `naba eval compare A B` sets two reports side by side; `naba eval merge` joins the
 //! shard reports of a job split over machines with `--shard`.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use naba_eval::{
@@ -83,8 +83,9 @@ struct RunArgs {
     /// With --suite: run only the entries with these names (comma list).
     #[arg(long, requires = "suite", value_delimiter = ',')]
     only: Vec<String>,
-    /// Model: a checkpoint directory, a hub repo id, or an installed model name. With --suite,
-    /// replaces each entry's model.
+    /// Model: a checkpoint directory, a hub repo id, or an installed model name [default: the
+    /// installed default model of the task, as `naba serve` finds it]. With --suite, replaces
+    /// each entry's model.
     #[arg(long, env = "NABA_MODEL")]
     model: Option<String>,
     /// Where the report goes (with --suite: one sub-directory per entry).
@@ -230,10 +231,14 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     else {
         bail!("give --task, --data and --report-dir, or --suite FILE");
     };
-    let model = run
-        .model
-        .clone()
-        .ok_or_else(|| anyhow!("no model: pass --model DIR|HUB_ID|NAME"))?;
+    let model = crate::defaults::model_or_default(
+        run.model.as_deref(),
+        match task {
+            EvalTask::Ner => naba_server::Task::Entities,
+            EvalTask::Topic => naba_server::Task::Topic,
+            EvalTask::Stance => naba_server::Task::Stance,
+        },
+    )?;
     let job = Job {
         name: data.display().to_string(),
         task,

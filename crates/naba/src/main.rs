@@ -2,6 +2,7 @@
 //! wires the library crates together; each subcommand lives in its own module.
 
 mod bench_cmd;
+mod defaults;
 mod eval_cmd;
 mod input;
 mod models_cmd;

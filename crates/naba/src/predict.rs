@@ -29,7 +29,8 @@ pub struct PredictArgs {
     /// What to predict.
     #[arg(long, value_enum)]
     pub task: Task,
-    /// Model: a checkpoint directory, a hub repo id (owner/name), or a model name.
+    /// Model: a checkpoint directory, a hub repo id (owner/name), or a model name [default: the
+    /// installed default model of the task, as `naba serve` finds it].
     #[arg(long, env = "NABA_MODEL")]
     pub model: Option<String>,
     /// Hub revision (branch, tag or commit) when --model is a repo id.
@@ -135,14 +136,14 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         None => (Vec::new(), docs),
     };
     validate(&docs, &args)?;
-    let spec = match &args.model {
-        Some(m) => m.clone(),
-        None => bail!(
-            "no default {} model is installed yet: pass --model with a checkpoint directory or \
-             hub id (see `naba models list`)",
-            task_name(args.task)
-        ),
-    };
+    let spec = crate::defaults::model_or_default(
+        args.model.as_deref(),
+        match args.task {
+            Task::Ner => naba_server::Task::Entities,
+            Task::Topic => naba_server::Task::Topic,
+            Task::Stance => naba_server::Task::Stance,
+        },
+    )?;
     let device = args.device.open()?;
     let dtype = parse_dtype(&args.dtype, &device)?;
     let model = Model::load(
@@ -199,14 +200,6 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-fn task_name(task: Task) -> &'static str {
-    match task {
-        Task::Topic => "topic",
-        Task::Stance => "stance",
-        Task::Ner => "NER",
-    }
 }
 
 /// Everything that can be known wrong before loading a model is reported here, naming the input.
