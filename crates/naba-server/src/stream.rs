@@ -32,6 +32,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How many more of this consumer's pending entries an XPENDING range may have to pass over to
+/// find a batch's delivery counts.
+const PENDING_SLACK: usize = 10_000;
+
 /// Where the worker reads, writes and how it shares the group with others.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
@@ -473,7 +477,8 @@ impl<'a> Worker<'a> {
             .arg(&self.config.group)
             .arg(&first.id)
             .arg(&last.id)
-            .arg(entries.len())
+            // Other entries this consumer holds (ones left to retry) can sit between them.
+            .arg(entries.len() + PENDING_SLACK)
             .arg(&self.config.consumer)
             .query_async(&mut self.conn)
             .await
