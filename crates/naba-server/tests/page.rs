@@ -1,6 +1,6 @@
 //! The built-in page in headless Chromium (Debian's `chromium`): `/?demo=1` fills in an example
 //! and analyses it on load; the rendered DOM must show the result with every highlighted
-//! entity equal to its slice of the text, and a screenshot is saved to
+//! entity equal to its slice of the text, labels by their Arabic names with the model's beside, and a screenshot is saved to
 //! target/tmp/naba-server-page.png. Skipped, with a notice, where Chromium is not installed.
 
 mod common;
@@ -126,6 +126,14 @@ fn the_page_analyses_the_demo_in_headless_chromium() {
     assert!(
         dom.contains("<ul class=\"evidence\"><li><q>"),
         "the passages the stance rests on are listed"
+    );
+    assert!(
+        dom.contains("صحة") || dom.contains("يؤيد") || dom.contains("يعارض"),
+        "labels are shown by their Arabic names"
+    );
+    assert!(
+        dom.contains("<span class=\"raw\">"),
+        "the model's own label is shown beside its Arabic name"
     );
 
     let shot = PathBuf::from(concat!(
