@@ -64,6 +64,22 @@ fn predict_uses_the_default_of_its_task_and_says_which() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("default NER model `ner-x`"), "{err}");
+
+    install(dir.path(), "bert-seq-cls", "stance-x", false);
+    let out = naba(
+        dir.path(),
+        &[
+            "predict",
+            "--task",
+            "stance",
+            "--target",
+            "الحوار",
+            "نص الخبر",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("default stance model `stance-x`"), "{err}");
 }
 
 #[test]
