@@ -23,7 +23,7 @@ use crate::schema::{DocId, DocumentIn, Options};
 use anyhow::{bail, Context, Result};
 use axum::http::StatusCode;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
+use redis::streams::StreamPendingCountReply;
 use redis::{AsyncConnectionConfig, Value};
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,10 +31,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How many more of this consumer's pending entries an XPENDING range may have to pass over to
-/// find a batch's delivery counts.
-const PENDING_SLACK: usize = 10_000;
 
 /// Where the worker reads, writes and how it shares the group with others.
 #[derive(Debug, Clone)]
@@ -92,6 +88,9 @@ impl StreamConfig {
         }
         if self.max_deliveries == 0 {
             bail!("--max-deliveries must be at least 1");
+        }
+        if self.block < Duration::from_millis(1) {
+            bail!("--block must be at least 1ms (a read of 0 would wait forever)");
         }
         if self.claim_idle < Duration::from_millis(100) {
             bail!(
@@ -302,6 +301,7 @@ impl<'a> Worker<'a> {
             report: WorkerReport::default(),
         };
         me.create_group().await?;
+        me.check_outputs().await?;
         Ok(me)
     }
 
@@ -329,6 +329,25 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// A MULTI/EXEC does not roll back: an XADD to a key that is not a stream would fail while
+    /// the XACK beside it succeeds, losing the entry. So the outputs are checked up front.
+    async fn check_outputs(&mut self) -> Result<()> {
+        for (flag, key) in [
+            ("--output", &self.config.output),
+            ("--dead-letter", &self.config.dead_letter),
+        ] {
+            let kind: String = redis::cmd("TYPE")
+                .arg(key)
+                .query_async(&mut self.conn)
+                .await
+                .with_context(|| format!("cannot check {flag} `{key}`"))?;
+            if kind != "stream" && kind != "none" {
+                bail!("{flag} `{key}` holds a Redis {kind}, not a stream: name another key");
+            }
+        }
+        Ok(())
+    }
+
     async fn run(&mut self, stopping: &AtomicBool) -> Result<()> {
         self.own_pending(stopping).await?;
         let claim_every = (self.config.claim_idle / 2).max(Duration::from_millis(100));
@@ -347,7 +366,7 @@ impl<'a> Worker<'a> {
                 }
                 continue;
             }
-            let entries = self.read(">").await?;
+            let (entries, _) = self.read(">").await?;
             if !entries.is_empty() {
                 self.handle(entries, false).await?;
             }
@@ -361,11 +380,16 @@ impl<'a> Worker<'a> {
     async fn own_pending(&mut self, stopping: &AtomicBool) -> Result<()> {
         let mut cursor = "0".to_string();
         while !stopping.load(Ordering::SeqCst) {
-            let entries = self.read(&cursor).await?;
-            let Some(last) = entries.last() else {
+            let (entries, last) = self.read(&cursor).await?;
+            // The cursor follows the reply, deleted entries included, so a page of them does
+            // not end the scan early.
+            let Some(last) = last else {
                 return Ok(());
             };
-            cursor = last.id.clone();
+            cursor = last;
+            if entries.is_empty() {
+                continue;
+            }
             tracing::info!(
                 entries = entries.len(),
                 "labelling this consumer's pending entries first"
@@ -376,8 +400,8 @@ impl<'a> Worker<'a> {
     }
 
     /// XREADGROUP from `id` (`>`: new entries, waiting up to `block`; else this consumer's
-    /// pending entries after `id`).
-    async fn read(&mut self, id: &str) -> Result<Vec<StreamId>> {
+    /// pending entries after `id`). Also the last id in the reply, deleted entries included.
+    async fn read(&mut self, id: &str) -> Result<(Vec<Entry>, Option<String>)> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.config.group)
@@ -388,22 +412,20 @@ impl<'a> Worker<'a> {
             cmd.arg("BLOCK").arg(self.config.block.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(&self.config.stream).arg(id);
-        let reply: Option<StreamReadReply> = cmd
+        let reply: Value = cmd
             .query_async(&mut self.reader)
             .await
             .with_context(|| format!("cannot read stream `{}`", self.config.stream))?;
-        let entries: Vec<StreamId> = reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-            .unwrap_or_default();
+        let entries = read_reply(reply)?;
+        let last = entries.last().map(|e| e.id.clone());
         // A pending entry deleted from the stream comes back with no fields: nothing to label.
-        let (gone, entries): (Vec<StreamId>, Vec<StreamId>) = entries
-            .into_iter()
-            .partition(|e| e.map.is_empty() && id != ">");
+        let (gone, entries): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.deleted);
         if !gone.is_empty() {
             let ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
             self.ack(&ids).await?;
         }
-        Ok(entries)
+        Ok((entries, last))
     }
 
     async fn ack(&mut self, ids: &[&str]) -> Result<()> {
@@ -420,7 +442,7 @@ impl<'a> Worker<'a> {
     /// One XAUTOCLAIM step from `cursor`: takes over entries idle past `claim_idle` and labels
     /// them. Returns the next cursor (`0-0` once the whole pending list was scanned).
     async fn claim(&mut self, cursor: &str) -> Result<String> {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+        let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.config.stream)
             .arg(&self.config.group)
             .arg(&self.config.consumer)
@@ -431,11 +453,8 @@ impl<'a> Worker<'a> {
             .query_async(&mut self.conn)
             .await
             .with_context(|| format!("cannot claim idle entries of `{}`", self.config.stream))?;
-        let claimed: Vec<StreamId> = reply
-            .claimed
-            .into_iter()
-            .filter(|e| !e.map.is_empty())
-            .collect();
+        let (next, claimed) = claim_reply(reply)?;
+        let claimed: Vec<Entry> = claimed.into_iter().filter(|e| !e.deleted).collect();
         if !claimed.is_empty() {
             tracing::info!(
                 entries = claimed.len(),
@@ -446,7 +465,7 @@ impl<'a> Worker<'a> {
                 .stream_reclaimed(&self.config.stream, claimed.len() as u64);
             self.handle(claimed, true).await?;
         }
-        Ok(reply.next_stream_id)
+        Ok(next)
     }
 
     async fn probe_lag(&mut self) {
@@ -467,46 +486,63 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// How many times each of `entries` has been delivered, from the group's pending list.
-    async fn deliveries(&mut self, entries: &[StreamId]) -> Result<HashMap<String, usize>> {
-        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
-            return Ok(HashMap::new());
-        };
-        let reply: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&self.config.stream)
-            .arg(&self.config.group)
-            .arg(&first.id)
-            .arg(&last.id)
-            // Other entries this consumer holds (ones left to retry) can sit between them.
-            .arg(entries.len() + PENDING_SLACK)
-            .arg(&self.config.consumer)
+    /// How many times each of `entries` has been delivered, for those this consumer still
+    /// holds (an entry its slow first owner acknowledged meanwhile is not among them).
+    async fn deliveries(&mut self, entries: &[Entry]) -> Result<HashMap<String, usize>> {
+        let mut pipe = redis::pipe();
+        for e in entries {
+            pipe.cmd("XPENDING")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&e.id)
+                .arg(&e.id)
+                .arg(1)
+                .arg(&self.config.consumer);
+        }
+        let replies: Vec<StreamPendingCountReply> = pipe
             .query_async(&mut self.conn)
             .await
             .context("cannot read the group's pending entries")?;
-        Ok(reply
-            .ids
+        Ok(replies
             .into_iter()
+            .flat_map(|r| r.ids)
             .map(|p| (p.id, p.times_delivered))
             .collect())
     }
 
     /// Labels a batch and commits it: results and dead letters added, their inputs
     /// acknowledged, all in one transaction. `redelivered` entries are checked against
-    /// `max_deliveries` first.
-    async fn handle(&mut self, entries: Vec<StreamId>, redelivered: bool) -> Result<()> {
+    /// `max_deliveries` first, and labelled one at a time: one that crashes a model batch must
+    /// not take its batch-mates to the dead-letter stream with it.
+    async fn handle(&mut self, entries: Vec<Entry>, redelivered: bool) -> Result<()> {
+        let deliveries = if redelivered {
+            let held = self.deliveries(&entries).await?;
+            entries
+                .iter()
+                .map(|e| held.get(&e.id).copied())
+                .collect::<Vec<_>>()
+        } else {
+            vec![Some(1); entries.len()]
+        };
+        let (entries, deliveries): (Vec<Entry>, Vec<usize>) = entries
+            .into_iter()
+            .zip(deliveries)
+            .filter_map(|(e, d)| d.map(|d| (e, d)))
+            .unzip();
         let n = entries.len() as u64;
         self.report.consumed += n;
         self.metrics.stream_consumed(&self.config.stream, n);
-        let deliveries = if redelivered {
-            self.deliveries(&entries).await?
-        } else {
-            HashMap::new()
-        };
+        // Nobody may take these entries for idle while they are being labelled.
+        let heartbeat = tokio::spawn(keep_claimed(
+            self.conn.clone(),
+            self.config.clone(),
+            entries.iter().map(|e| e.id.clone()).collect(),
+        ));
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(entries.len());
         let mut running = tokio::task::JoinSet::new();
-        for (i, entry) in entries.iter().enumerate() {
-            let delivered = deliveries.get(&entry.id).copied().unwrap_or(1);
-            if delivered > self.config.max_deliveries {
+        let mut solo = Vec::new();
+        for (i, (entry, delivered)) in entries.iter().zip(&deliveries).enumerate() {
+            if *delivered > self.config.max_deliveries {
                 outcomes.push(Some(Outcome::Dead(format!(
                     "delivered {delivered} times without being labelled (--max-deliveries {})",
                     self.config.max_deliveries
@@ -514,6 +550,10 @@ impl<'a> Worker<'a> {
                 continue;
             }
             match self.plan(entry) {
+                Ok(plan) if *delivered > 1 => {
+                    outcomes.push(None);
+                    solo.push((i, plan));
+                }
                 Ok(plan) => {
                     outcomes.push(None);
                     running.spawn(async move { (i, label(plan).await) });
@@ -527,11 +567,15 @@ impl<'a> Worker<'a> {
                 Err(e) => tracing::error!(error = %e, "a labelling task failed"),
             }
         }
+        for (i, plan) in solo {
+            outcomes[i] = Some(label(plan).await);
+        }
+        heartbeat.abort();
         self.commit(&entries, outcomes).await
     }
 
     /// The entry as an analysis plan, or why it cannot be one.
-    fn plan(&self, entry: &StreamId) -> Result<Plan, String> {
+    fn plan(&self, entry: &Entry) -> Result<Plan, String> {
         let text = field(entry, "text")?.ok_or("the entry has no `text` field")?;
         let id = field(entry, "id")?;
         let targets: Vec<String> = match field(entry, "targets")? {
@@ -568,7 +612,7 @@ impl<'a> Worker<'a> {
         })
     }
 
-    async fn commit(&mut self, entries: &[StreamId], outcomes: Vec<Option<Outcome>>) -> Result<()> {
+    async fn commit(&mut self, entries: &[Entry], outcomes: Vec<Option<Outcome>>) -> Result<()> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut acked: Vec<&str> = Vec::new();
@@ -588,14 +632,9 @@ impl<'a> Worker<'a> {
                 }
                 Some(Outcome::Dead(error)) => {
                     tracing::warn!(entry = %entry.id, %error, "dead-lettered");
-                    let mut fields: Vec<(String, Vec<u8>)> = entry
-                        .map
-                        .iter()
-                        .filter_map(|(k, v)| raw(v).map(|b| (k.clone(), b)))
-                        .collect();
-                    fields.sort();
-                    fields.push(("source".into(), entry.id.clone().into_bytes()));
-                    fields.push(("error".into(), error.into_bytes()));
+                    let mut fields = entry.fields.clone();
+                    fields.push((b"source".to_vec(), entry.id.clone().into_bytes()));
+                    fields.push((b"error".to_vec(), error.into_bytes()));
                     pipe.xadd(&self.config.dead_letter, "*", &fields).ignore();
                     acked.push(&entry.id);
                     dead += 1;
@@ -659,25 +698,141 @@ async fn label(plan: Plan) -> Outcome {
     }
 }
 
-/// A text field of the entry: `Ok(None)` when absent, an error when it is not UTF-8.
-fn field(entry: &StreamId, name: &str) -> Result<Option<String>, String> {
-    match entry.map.get(name) {
-        None => Ok(None),
-        Some(v) => match raw(v) {
-            Some(bytes) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| format!("the `{name}` field is not UTF-8 text")),
-            None => Err(format!("the `{name}` field is not a string")),
-        },
+/// Resets the idle time of `ids` every third of `claim_idle` (XCLAIM ... JUSTID, which leaves
+/// the delivery count alone) until aborted, so a long batch is not claimed from under us.
+async fn keep_claimed(mut conn: MultiplexedConnection, config: StreamConfig, ids: Vec<String>) {
+    let every = (config.claim_idle / 3).max(Duration::from_millis(30));
+    loop {
+        tokio::time::sleep(every).await;
+        let touched: redis::RedisResult<Value> = redis::cmd("XCLAIM")
+            .arg(&config.stream)
+            .arg(&config.group)
+            .arg(&config.consumer)
+            .arg(0)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = touched {
+            tracing::warn!(error = %e, "cannot keep the batch's entries claimed");
+        }
     }
 }
 
-fn raw(v: &Value) -> Option<Vec<u8>> {
+/// One stream entry as Redis sent it. Field names and values stay bytes: a producer may write
+/// anything, and one odd entry must not make a whole reply unreadable.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Entry {
+    id: String,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Pending, but deleted from the stream (its fields come back nil).
+    deleted: bool,
+}
+
+/// The entries of an XREADGROUP reply: `[[stream, [entry, ...]]]` (a map under RESP3), or nil.
+fn read_reply(v: Value) -> Result<Vec<Entry>> {
+    let streams = match v {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|s| match s {
+                Value::Array(mut pair) if pair.len() == 2 => Ok(pair.remove(1)),
+                other => bail!("unexpected XREADGROUP reply part: {other:?}"),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => bail!("unexpected XREADGROUP reply: {other:?}"),
+    };
+    let mut out = Vec::new();
+    for entries in streams {
+        out.extend(entries_of(entries)?);
+    }
+    Ok(out)
+}
+
+/// An XAUTOCLAIM reply: `[next cursor, [entry, ...], [deleted id, ...]]`.
+fn claim_reply(v: Value) -> Result<(String, Vec<Entry>)> {
+    let Value::Array(mut parts) = v else {
+        bail!("unexpected XAUTOCLAIM reply: {v:?}");
+    };
+    if parts.len() < 2 {
+        bail!("unexpected XAUTOCLAIM reply: {parts:?}");
+    }
+    let entries = entries_of(parts.remove(1))?;
+    let next = bytes(parts.remove(0))
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| anyhow::anyhow!("XAUTOCLAIM sent no cursor"))?;
+    Ok((next, entries))
+}
+
+/// `[[id, [field, value, ...] | nil], ...]`.
+fn entries_of(v: Value) -> Result<Vec<Entry>> {
+    let Value::Array(items) = v else {
+        bail!("unexpected stream entries: {v:?}");
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut pair) = item else {
+            bail!("unexpected stream entry: {item:?}");
+        };
+        if pair.len() != 2 {
+            bail!("unexpected stream entry: {pair:?}");
+        }
+        let fields = pair.remove(1);
+        let id = bytes(pair.remove(0))
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| anyhow::anyhow!("a stream entry without an id"))?;
+        let entry = match fields {
+            Value::Nil => Entry {
+                id,
+                fields: Vec::new(),
+                deleted: true,
+            },
+            Value::Array(flat) => {
+                let mut fields = Vec::with_capacity(flat.len() / 2);
+                let mut flat = flat.into_iter();
+                while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                    if let (Some(k), Some(v)) = (bytes(k), bytes(v)) {
+                        fields.push((k, v));
+                    }
+                }
+                Entry {
+                    id,
+                    fields,
+                    deleted: false,
+                }
+            }
+            Value::Map(pairs) => Entry {
+                id,
+                fields: pairs
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+                    .collect(),
+                deleted: false,
+            },
+            other => bail!("unexpected fields of entry {id}: {other:?}"),
+        };
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.clone().into_bytes()),
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
         Value::Int(i) => Some(i.to_string().into_bytes()),
         _ => None,
+    }
+}
+
+/// A text field of the entry: `Ok(None)` when absent, an error when it is not UTF-8.
+fn field(entry: &Entry, name: &str) -> Result<Option<String>, String> {
+    match entry.fields.iter().find(|(k, _)| k == name.as_bytes()) {
+        None => Ok(None),
+        Some((_, v)) => String::from_utf8(v.clone())
+            .map(Some)
+            .map_err(|_| format!("the `{name}` field is not UTF-8 text")),
     }
 }
 
@@ -762,11 +917,47 @@ mod tests {
 
     #[test]
     fn fields_must_be_text() {
-        let mut entry = StreamId::default();
-        entry
-            .map
-            .insert("text".into(), Value::BulkString(vec![0xff, 0xfe]));
+        let entry = Entry {
+            id: "1-0".into(),
+            fields: vec![(b"text".to_vec(), vec![0xff, 0xfe])],
+            deleted: false,
+        };
         assert!(field(&entry, "text").unwrap_err().contains("UTF-8"));
         assert_eq!(field(&entry, "id"), Ok(None));
+    }
+
+    fn bulk(s: &[u8]) -> Value {
+        Value::BulkString(s.to_vec())
+    }
+
+    #[test]
+    fn replies_parse_with_odd_field_names_and_deleted_entries() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk(b"posts"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk(b"1-0"),
+                    Value::Array(vec![bulk(&[0xff]), bulk(b"x"), bulk(b"text"), bulk(b"hi")]),
+                ]),
+                Value::Array(vec![bulk(b"2-0"), Value::Nil]),
+            ]),
+        ])]);
+        let entries = read_reply(reply).expect("parses");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(field(&entries[0], "text"), Ok(Some("hi".into())));
+        assert_eq!(entries[0].fields[0].0, vec![0xff]);
+        assert!(entries[1].deleted && !entries[0].deleted);
+        assert!(read_reply(Value::Nil).expect("nil").is_empty());
+        let (next, claimed) = claim_reply(Value::Array(vec![
+            bulk(b"0-0"),
+            Value::Array(vec![Value::Array(vec![
+                bulk(b"3-0"),
+                Value::Array(vec![bulk(b"text"), bulk(b"t")]),
+            ])]),
+            Value::Array(vec![]),
+        ]))
+        .expect("parses");
+        assert_eq!(next, "0-0");
+        assert_eq!(claimed[0].id, "3-0");
     }
 }

@@ -626,3 +626,102 @@ fn a_worker_waits_out_a_redis_restart_and_carries_on() {
     assert_eq!(w.terminate(), Some(0), "{}", w.log());
     assert!(w.log().contains("reconnected"), "{}", w.log());
 }
+
+#[test]
+fn odd_entries_are_labelled_or_dead_lettered_and_a_wrong_output_key_is_refused() {
+    if skip() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut con = redis.conn();
+    let long = "ن".repeat(80);
+    let mut pipe = redis::pipe();
+    // A field name that is not UTF-8 beside a good text: labelled.
+    pipe.xadd(
+        INPUT,
+        "*",
+        &[
+            (&b"\xff\xfe"[..], &b"x"[..]),
+            (b"text", "خبر قصير".as_bytes()),
+        ],
+    );
+    // A text that is not UTF-8, and one over --max-chars: dead-lettered.
+    pipe.xadd(INPUT, "*", &[(&b"text"[..], &b"\xff\xfe\xfd"[..])]);
+    pipe.xadd(INPUT, "*", &[("text", long.as_str())]);
+    let ids: Vec<String> = pipe.query(&mut con).expect("XADD");
+
+    // An output key that is not a stream: refused at start, before anything is read.
+    let _: () = con.set("not-a-stream", "x").expect("SET");
+    let out = Command::new(NABA)
+        .args(["worker", "--redis", &redis.url, "--stream", INPUT])
+        .args(["--output", "not-a-stream", "--consumer", "w0"])
+        .arg("--topic-model")
+        .arg(fixture("xlmr-seq-cls"))
+        .output()
+        .expect("naba worker runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--output `not-a-stream` holds a Redis string"),
+        "{err}"
+    );
+    assert!(pending(&mut con, None).is_empty(), "nothing was read");
+
+    let mut w = Worker::start(&redis, "w1", &["--tasks", "topic", "--max-chars", "50"]);
+    wait_for(Duration::from_secs(60), "all three answered", || {
+        con.xlen::<_, usize>(OUTPUT).unwrap_or(0) + con.xlen::<_, usize>(DEAD).unwrap_or(0) >= 3
+    });
+    assert_eq!(w.terminate(), Some(0), "{}", w.log());
+    let (results, _) = results_by_source(&mut con);
+    assert!(
+        results.contains_key(&ids[0]),
+        "the odd field name did not stop labelling"
+    );
+    let dead: BTreeMap<String, String> = entries(&mut con, DEAD)
+        .iter()
+        .filter_map(|d| Some((text(d, "source")?, text(d, "error")?)))
+        .collect();
+    assert!(dead[&ids[1]].contains("not UTF-8"), "{dead:?}");
+    assert!(dead[&ids[2]].contains("limit of 50"), "{dead:?}");
+}
+
+#[test]
+fn pending_entries_deleted_from_the_stream_are_acknowledged_not_lost_track_of() {
+    if skip() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut con = redis.conn();
+    let msgs: Vec<(String, Message)> = messages(30)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::Good(_)))
+        .collect();
+    let by_entry = seed(&mut con, &msgs);
+    let entry_ids: Vec<&String> = by_entry.keys().collect();
+    // w1 took every entry and died; then the first 12 were deleted from the stream (more than
+    // a --batch of 5: a whole page of deleted entries must not end the pending scan).
+    let _: () = redis::cmd("XGROUP")
+        .arg(&["CREATE", INPUT, GROUP, "0"])
+        .query(&mut con)
+        .expect("XGROUP");
+    let _: Value = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", GROUP, "w1", "STREAMS", INPUT, ">"])
+        .query(&mut con)
+        .expect("XREADGROUP");
+    for id in &entry_ids[..12] {
+        let _: usize = con.xdel(INPUT, &[id.as_str()]).expect("XDEL");
+    }
+    let mut w = Worker::start(&redis, "w1", &["--tasks", "topic", "--batch", "5"]);
+    wait_for(Duration::from_secs(60), "the surviving entries", || {
+        con.xlen::<_, usize>(OUTPUT).unwrap_or(0) >= msgs.len() - 12
+    });
+    assert_eq!(w.terminate(), Some(0), "{}", w.log());
+    let (results, _) = results_by_source(&mut con);
+    for id in &entry_ids[12..] {
+        assert!(results.contains_key(*id), "{id} was not labelled");
+    }
+    assert!(
+        pending(&mut con, None).is_empty(),
+        "deleted entries left pending"
+    );
+}
