@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod pipeline;
 pub mod scores;
+pub mod zero_shot;
 
 pub use aggregate::{
     aggregate, aggregate_windows, aggregate_windows_decoded, merge_overlapping_entities,
@@ -18,3 +19,4 @@ pub use scores::{
     numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,
     ScoreError, ScoreFunction,
 };
+pub use zero_shot::{Calibration, EmbeddingZeroShot, ZeroShotLabel, ZeroShotOutput};

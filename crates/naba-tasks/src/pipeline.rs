@@ -34,6 +34,9 @@ pub enum TaskError {
     TargetTooLong { target: usize, window: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// Zero-shot candidate labels that cannot be used as given.
+    #[error("{0}")]
+    Labels(String),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -162,6 +165,13 @@ pub struct Evidence {
 pub struct ClassifyInput<'a> {
     pub text: &'a str,
     pub target: Option<&'a str>,
+}
+
+/// What a window run gives back.
+#[derive(Clone, Copy)]
+enum Rows {
+    Logits,
+    Embeddings,
 }
 
 /// A model ready to answer.
@@ -426,6 +436,17 @@ impl Pipeline {
         target: Option<&str>,
         norm: &NormalizeOptions,
     ) -> Result<Prepared, TaskError> {
+        self.prepare_with(text, target, norm, &self.model.config.naba.prefix)
+    }
+
+    /// [`Pipeline::prepare`] with `prefix` in place of the model's own input prefix.
+    fn prepare_with(
+        &self,
+        text: &str,
+        target: Option<&str>,
+        norm: &NormalizeOptions,
+        prefix: &str,
+    ) -> Result<Prepared, TaskError> {
         if text.trim().is_empty() {
             return Err(TaskError::EmptyText);
         }
@@ -437,7 +458,6 @@ impl Pipeline {
             });
         }
         let normalized = normalize(text, norm);
-        let prefix = &self.model.config.naba.prefix;
         let body = format!("{prefix}{}", normalized.text);
         let target = match target {
             Some(t) if t.trim().is_empty() => return Err(TaskError::EmptyTarget),
@@ -532,6 +552,16 @@ impl Pipeline {
         &self,
         prepared: &[Result<Prepared, TaskError>],
     ) -> Vec<Result<Vec<Vec<f32>>, TaskError>> {
+        self.run_windows_as(prepared, Rows::Logits)
+    }
+
+    /// Every window of every prepared text through the encoder, longest first in batches;
+    /// per text, one row per window: its logits, or its pooled embedding.
+    fn run_windows_as(
+        &self,
+        prepared: &[Result<Prepared, TaskError>],
+        rows: Rows,
+    ) -> Vec<Result<Vec<Vec<f32>>, TaskError>> {
         let mut jobs: Vec<(usize, usize, &Encoding)> = Vec::new();
         for (d, p) in prepared.iter().enumerate() {
             if let Ok(p) = p {
@@ -546,7 +576,12 @@ impl Pipeline {
             .map(|p| Ok(vec![Vec::new(); p.as_ref().map_or(0, |p| p.windows.len())]))
             .collect();
         for chunk in jobs.chunks(self.batch_size) {
-            match self.logits(chunk.iter().map(|(_, _, e)| *e)) {
+            let encs = chunk.iter().map(|(_, _, e)| *e);
+            let result = match rows {
+                Rows::Logits => self.logits(encs),
+                Rows::Embeddings => self.embeddings(encs),
+            };
+            match result {
                 Ok(rows) => {
                     for ((d, w, _), row) in chunk.iter().zip(rows) {
                         if let Some(Ok(slots)) = out.get_mut(*d) {
@@ -568,6 +603,53 @@ impl Pipeline {
             }
         }
         out
+    }
+
+    /// E5 sentence embeddings of one batch of windows: hidden states mean-pooled over real
+    /// tokens and L2-normalised (see `naba_models::mean_pool_normalized`).
+    fn embeddings<'a>(
+        &self,
+        encs: impl Iterator<Item = &'a Encoding>,
+    ) -> Result<Vec<Vec<f32>>, TaskError> {
+        let encs: Vec<&Encoding> = encs.collect();
+        let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
+        let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
+        let batch = Batch::from_rows(&ids, Some(&types), self.pad_id, self.model.encoder.device())?;
+        let hidden = self.model.encoder.forward(&batch)?;
+        let pooled = naba_models::mean_pool_normalized(&hidden, &batch.attention_mask)?;
+        Ok(pooled.to_vec2::<f32>()?)
+    }
+
+    /// Sentence embeddings of `texts`, each read with `prefix` in front (E5 wants `query: ` or
+    /// `passage: `) in all its windows: each window pooled as E5 defines, the windows averaged,
+    /// weighted by the text tokens each holds, and L2-normalised again. For any encoder, head
+    /// or not. Each text fails or succeeds on its own.
+    pub fn embed(&self, texts: &[&str], prefix: &str) -> Vec<Result<Vec<f32>, TaskError>> {
+        let prepared: Vec<Result<Prepared, TaskError>> = texts
+            .iter()
+            .map(|t| self.prepare_with(t, None, &NormalizeOptions::default(), prefix))
+            .collect();
+        let rows = self.run_windows_as(&prepared, Rows::Embeddings);
+        prepared
+            .iter()
+            .zip(rows)
+            .map(|(p, rows)| {
+                let rows = rows?;
+                let weights: Vec<f32> = match p {
+                    Ok(p) => p.text_tokens.iter().map(|&n| n.max(1) as f32).collect(),
+                    Err(e) => return Err(clone_error(e)),
+                };
+                let dim = rows.first().map_or(0, Vec::len);
+                let mut mean = vec![0f32; dim];
+                for (row, w) in rows.iter().zip(&weights) {
+                    for (m, x) in mean.iter_mut().zip(row) {
+                        *m += w * x;
+                    }
+                }
+                let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                Ok(mean.into_iter().map(|x| x / norm).collect())
+            })
+            .collect()
     }
 
     /// Logits of one batch of windows (as [`Pipeline::windows`] makes them), real tokens

@@ -3,7 +3,8 @@
 use crate::input::{read_docs, Doc, Format};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
+use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model, BASE_MODEL_NAME};
+use naba_tasks::zero_shot::{self, Calibration, EmbeddingZeroShot, ZeroShotLabel};
 use naba_tasks::{
     aggregate::{AggregationStrategy, Decoding},
     ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions,
@@ -22,6 +23,9 @@ pub enum Task {
     Stance,
     /// Named entities with character offsets (token classification).
     Ner,
+    /// Labels you name at request time (--labels or --labels-file), scored by E5 embeddings
+    /// of the text and the labels' descriptions: no training needed.
+    ZeroShot,
 }
 
 #[derive(Args)]
@@ -36,6 +40,18 @@ pub struct PredictArgs {
     /// Hub revision (branch, tag or commit) when --model is a repo id.
     #[arg(long)]
     pub revision: Option<String>,
+    /// Zero-shot: candidate labels, a comma list (`رياضة,اقتصاد,سياسة`); each is its own
+    /// description.
+    #[arg(long, conflicts_with = "labels_file")]
+    pub labels: Option<String>,
+    /// Zero-shot: a file of candidate labels, one per line, `label: description | another
+    /// description` (or a bare label); `#` starts a comment.
+    #[arg(long)]
+    pub labels_file: Option<PathBuf>,
+    /// Zero-shot: score each label on its own (any number may apply) instead of one softmax
+    /// over the labels.
+    #[arg(long)]
+    pub multi_label: bool,
     /// Stance target for every input (a claim, topic or entity); JSONL inputs may carry their own `target`.
     #[arg(long)]
     pub target: Option<String>,
@@ -136,14 +152,18 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
         None => (Vec::new(), docs),
     };
     validate(&docs, &args)?;
-    let spec = crate::defaults::model_or_default(
-        args.model.as_deref(),
-        match args.task {
-            Task::Ner => naba_server::Task::Entities,
-            Task::Topic => naba_server::Task::Topic,
-            Task::Stance => naba_server::Task::Stance,
-        },
-    )?;
+    let labels = zero_shot_labels(&args)?;
+    let spec = match args.task {
+        Task::ZeroShot => base_encoder(args.model.as_deref())?,
+        task => crate::defaults::model_or_default(
+            args.model.as_deref(),
+            match task {
+                Task::Ner => naba_server::Task::Entities,
+                Task::Stance => naba_server::Task::Stance,
+                Task::Topic | Task::ZeroShot => naba_server::Task::Topic,
+            },
+        )?,
+    };
     let device = args.device.open()?;
     let dtype = parse_dtype(&args.dtype, &device)?;
     let model = Model::load(
@@ -152,11 +172,14 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
             device,
             dtype,
             revision: args.revision.clone(),
-            dequantize: false,
-            head_hint: Some(match args.task {
-                Task::Ner => HeadKind::TokenClassification,
-                Task::Topic | Task::Stance => HeadKind::SequenceClassification,
-            }),
+            // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
+            // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
+            dequantize: args.task == Task::ZeroShot,
+            head_hint: match args.task {
+                Task::Ner => Some(HeadKind::TokenClassification),
+                Task::Topic | Task::Stance => Some(HeadKind::SequenceClassification),
+                Task::ZeroShot => None,
+            },
             ..LoadOptions::default()
         },
     )
@@ -171,11 +194,20 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
             window: args.window,
         },
     )?;
+    let labeller = match args.task {
+        Task::ZeroShot => {
+            Labeller::ZeroShot(EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL))
+        }
+        _ => Labeller::Pipeline(pipeline),
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failed = 0usize;
     for (n, chunk) in docs.chunks(CHUNK).enumerate() {
-        let results = predict_chunk(&pipeline, chunk, &args);
+        let results = match &labeller {
+            Labeller::Pipeline(p) => predict_chunk(p, chunk, &args),
+            Labeller::ZeroShot(z) => zero_shot_chunk(z, chunk, &labels, &args)?,
+        };
         for (k, (doc, line)) in chunk.iter().zip(results).enumerate() {
             let mut line = match line {
                 Ok(v) => v,
@@ -194,7 +226,7 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     }
     // Freeing a 250k-piece tokenizer piece by piece takes a fifth of a one-text run; the
     // process is about to exit, which returns the memory at once.
-    std::mem::forget(pipeline);
+    std::mem::forget(labeller);
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -234,10 +266,90 @@ fn validate(docs: &[Doc], args: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// What answers: a task pipeline, or zero-shot over the base encoder.
+enum Labeller {
+    Pipeline(Pipeline),
+    ZeroShot(EmbeddingZeroShot),
+}
+
+/// The zero-shot model: the one given, else the installed base encoder.
+pub(crate) fn base_encoder(given: Option<&str>) -> Result<String> {
+    if let Some(m) = given.map(str::trim).filter(|m| !m.is_empty()) {
+        return Ok(m.to_string());
+    }
+    let dir = naba_models::fetch::installed_dir(BASE_MODEL_NAME);
+    if !dir.is_dir() {
+        bail!(
+            "zero-shot uses the base encoder {BASE_MODEL_NAME}, which is not installed ({}): \
+             run `naba models fetch`, or pass --model with an E5 checkpoint",
+            dir.display()
+        );
+    }
+    eprintln!("naba: zero-shot with the base encoder `{BASE_MODEL_NAME}`");
+    Ok(dir.display().to_string())
+}
+
+/// The candidate labels of `--task zero-shot`, checked before any model loads; none for other
+/// tasks, which refuse the zero-shot flags.
+fn zero_shot_labels(args: &PredictArgs) -> Result<Vec<ZeroShotLabel>> {
+    if args.task != Task::ZeroShot {
+        if args.labels.is_some() || args.labels_file.is_some() || args.multi_label {
+            bail!("--labels, --labels-file and --multi-label go with --task zero-shot");
+        }
+        return Ok(Vec::new());
+    }
+    let labels = match (&args.labels, &args.labels_file) {
+        (Some(list), _) => zero_shot::labels_from_list(list),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --labels-file {}", path.display()))?;
+            zero_shot::labels_from_file(&text)
+        }
+        (None, None) => bail!(
+            "zero-shot needs candidate labels: --labels \"رياضة,اقتصاد,سياسة\" or --labels-file FILE"
+        ),
+    };
+    zero_shot::check_labels(&labels).map_err(|e| anyhow::anyhow!("zero-shot labels: {e}"))?;
+    Ok(labels)
+}
+
+fn zero_shot_chunk(
+    z: &EmbeddingZeroShot,
+    docs: &[Doc],
+    labels: &[ZeroShotLabel],
+    args: &PredictArgs,
+) -> Result<Vec<Result<serde_json::Value>>> {
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let results = z.classify(&texts, labels, args.multi_label)?;
+    Ok(results
+        .into_iter()
+        .zip(docs)
+        .map(|(r, d)| {
+            let mut r = r?;
+            if let Some(k) = args.top_k {
+                r.labels.truncate(k);
+            }
+            let similarities: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .zip(&r.similarities)
+                .map(|(l, s)| (l.name.clone(), json!(s)))
+                .collect();
+            Ok(json!({
+                "id": d.id,
+                "labels": r.labels,
+                "multi_label": args.multi_label,
+                "similarities": similarities,
+                "windows": r.windows,
+            }))
+        })
+        .collect())
+}
+
 fn check_head(model: &Model, task: Task) -> Result<()> {
     let ok = match task {
         Task::Ner => model.config.head == HeadKind::TokenClassification,
         Task::Topic | Task::Stance => model.config.head == HeadKind::SequenceClassification,
+        Task::ZeroShot => true,
     };
     if !ok {
         let has = match model.config.head {
@@ -277,7 +389,7 @@ fn predict_chunk(
                 })
                 .collect()
         }
-        Task::Topic | Task::Stance => {
+        Task::Topic | Task::Stance | Task::ZeroShot => {
             let stance = args.task == Task::Stance;
             let inputs: Vec<ClassifyInput> = docs
                 .iter()
