@@ -2,15 +2,19 @@
 //! models, put one job per document (or document-target pair) on each model's queue, await the
 //! replies and put them back in document order.
 
-use crate::batching::{BatchKey, JobError, JobInput, JobOutput, JobResult, Status, SubmitError};
+use crate::batching::{
+    BatchKey, JobError, JobInput, JobOutput, JobResult, Status, SubmitError, ZeroShotQuery,
+};
 use crate::config::{Limits, Task};
 use crate::error::ApiError;
 use crate::registry::{ModelHandle, Registry};
 use crate::schema::{
     Aggregation, AnalyzeResponse, DocId, DocumentIn, DocumentResult, EntityOut, EvidenceOut,
-    LabelOut, ModelChoice, NerDecoding, Normalize, Options, StanceResult, TopicResult,
+    LabelIn, LabelOut, ModelChoice, NerDecoding, Normalize, Options, StanceResult, TopicResult,
+    ZeroShotResponse, ZeroShotResult,
 };
 use naba_tasks::aggregate::{AggregationStrategy, Decoding};
+use naba_tasks::ZeroShotLabel;
 use naba_text::NormalizeOptions;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -231,6 +235,9 @@ pub fn tasks(
             defaults
         }
     };
+    if tasks.contains(&Task::ZeroShot) {
+        return Err(zero_shot_elsewhere());
+    }
     tasks.sort();
     tasks.dedup();
     if let Some(missing) = tasks.iter().find(|t| !registry.has_task(**t)) {
@@ -259,6 +266,7 @@ pub async fn execute(plan: Plan) -> Result<AnalyzeResponse, ApiError> {
                     text: Arc::clone(&d.text),
                     target: None,
                     key: plan.key,
+                    zero_shot: None,
                 })
                 .collect(),
             Task::Stance => plan
@@ -269,9 +277,11 @@ pub async fn execute(plan: Plan) -> Result<AnalyzeResponse, ApiError> {
                         text: Arc::clone(&d.text),
                         target: Some(Arc::clone(t)),
                         key: plan.key,
+                        zero_shot: None,
                     })
                 })
                 .collect(),
+            Task::ZeroShot => return Err(zero_shot_elsewhere()),
         };
         let receivers = model
             .batcher
@@ -321,6 +331,7 @@ pub async fn execute(plan: Plan) -> Result<AnalyzeResponse, ApiError> {
                         );
                     }
                 }
+                Task::ZeroShot => return Err(zero_shot_elsewhere()),
                 Task::Stance => {
                     let mut stance = Vec::with_capacity(doc.targets.len());
                     for target in &doc.targets {
@@ -355,6 +366,76 @@ pub async fn execute(plan: Plan) -> Result<AnalyzeResponse, ApiError> {
     Ok(AnalyzeResponse {
         documents: results,
         models: plan.model_choice(),
+    })
+}
+
+fn zero_shot_elsewhere() -> ApiError {
+    ApiError::unprocessable(
+        "invalid_request",
+        "zero-shot has its own route: POST /v1/zero-shot with `labels`",
+    )
+}
+
+/// Checks zero-shot candidate labels (count, emptiness, repeats, length), naming the limit.
+pub fn zero_shot_labels(labels: Vec<LabelIn>) -> Result<Vec<ZeroShotLabel>, ApiError> {
+    let labels: Vec<ZeroShotLabel> = labels
+        .into_iter()
+        .map(|l| match l {
+            LabelIn::Name(name) => ZeroShotLabel {
+                descriptions: vec![name.clone()],
+                name,
+            },
+            LabelIn::Described { name, descriptions } => ZeroShotLabel {
+                descriptions: if descriptions.is_empty() {
+                    vec![name.clone()]
+                } else {
+                    descriptions
+                },
+                name,
+            },
+        })
+        .collect();
+    naba_tasks::zero_shot::check_labels(&labels)
+        .map_err(|e| ApiError::unprocessable("invalid_labels", format!("`labels`: {e}")))?;
+    Ok(labels)
+}
+
+/// Queues one zero-shot job per document on the zero-shot model and awaits them in order.
+pub async fn zero_shot(
+    docs: Vec<Doc>,
+    model: Arc<ModelHandle>,
+    query: Arc<ZeroShotQuery>,
+    top_k: Option<usize>,
+) -> Result<ZeroShotResponse, ApiError> {
+    let inputs: Vec<JobInput> = docs
+        .iter()
+        .map(|d| JobInput {
+            text: Arc::clone(&d.text),
+            target: None,
+            key: BatchKey::default(),
+            zero_shot: Some(Arc::clone(&query)),
+        })
+        .collect();
+    let receivers = model
+        .batcher
+        .submit(inputs)
+        .map_err(|e| submit_error(&model, e))?;
+    let mut out = Vec::with_capacity(docs.len());
+    for (doc, rx) in docs.iter().zip(receivers) {
+        if let JobOutput::Labels(c) = reply(&model, doc, None, Some(rx)).await? {
+            let labels = labels(c.labels, top_k);
+            out.push(ZeroShotResult {
+                id: doc.id.clone(),
+                label: labels.first().map(|l| l.label.clone()).unwrap_or_default(),
+                labels,
+                multi_label: query.multi_label,
+                windows: c.windows,
+            });
+        }
+    }
+    Ok(ZeroShotResponse {
+        documents: out,
+        model: model.name().to_string(),
     })
 }
 

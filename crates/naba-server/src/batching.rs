@@ -39,6 +39,15 @@ pub struct JobInput {
     pub text: Arc<str>,
     pub target: Option<Arc<str>>,
     pub key: BatchKey,
+    /// Zero-shot jobs: the candidate labels, shared by the documents of one request.
+    pub zero_shot: Option<Arc<ZeroShotQuery>>,
+}
+
+/// What a zero-shot request asks of each of its documents.
+#[derive(Debug, Clone)]
+pub struct ZeroShotQuery {
+    pub labels: Vec<naba_tasks::ZeroShotLabel>,
+    pub multi_label: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -444,6 +453,7 @@ mod tests {
             text: Arc::from(text),
             target: None,
             key: BatchKey::default(),
+            zero_shot: None,
         }
     }
 

@@ -31,6 +31,9 @@ pub enum Task {
     Entities,
     /// Where the text stands toward a target (text-pair classification).
     Stance,
+    /// Labels the client names per request, scored by E5 embeddings (`/v1/zero-shot` only).
+    #[serde(rename = "zero-shot", alias = "zero_shot")]
+    ZeroShot,
 }
 
 impl Task {
@@ -41,6 +44,7 @@ impl Task {
             Task::Topic => "topic",
             Task::Entities => "entities",
             Task::Stance => "stance",
+            Task::ZeroShot => "zero-shot",
         }
     }
 
@@ -50,6 +54,7 @@ impl Task {
             Task::Topic => "--topic-model",
             Task::Entities => "--ner-model",
             Task::Stance => "--stance-model",
+            Task::ZeroShot => "--zero-shot-model",
         }
     }
 }
@@ -425,7 +430,7 @@ pub fn discover(roots: &[PathBuf]) -> Vec<ModelEntry> {
     }
     // Two defaults of one task (say one in the cache, one in ./models) would fail validation;
     // the first found wins.
-    for task in Task::ALL {
+    for task in Task::ALL.into_iter().chain([Task::ZeroShot]) {
         let mut seen = false;
         for m in found.iter_mut().filter(|m| m.task == task && m.default) {
             if seen {
@@ -442,6 +447,7 @@ fn task_from_word(word: &str) -> Option<Task> {
         "topic" | "topics" | "text-classification" | "sequence-classification" => Some(Task::Topic),
         "ner" | "entities" | "token-classification" => Some(Task::Entities),
         "stance" | "pair-classification" => Some(Task::Stance),
+        "zero-shot" | "zero_shot" | "embedding" => Some(Task::ZeroShot),
         _ => None,
     }
 }
@@ -453,6 +459,7 @@ fn task_from_name(name: &str) -> Option<Task> {
         "topic" => Some(Task::Topic),
         "ner" => Some(Task::Entities),
         "stance" => Some(Task::Stance),
+        "zero" | "zeroshot" => Some(Task::ZeroShot),
         _ => None,
     }
 }

@@ -10,8 +10,10 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use anyhow::{anyhow, bail, Context};
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model, SourceKind};
+use naba_tasks::zero_shot::{Calibration, EmbeddingZeroShot};
 use naba_tasks::{
-    ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions, TaskError,
+    ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
+    TaskError,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -80,11 +82,13 @@ impl Registry {
                 device: device.clone(),
                 dtype,
                 revision: entry.revision.clone(),
-                dequantize: false,
-                head_hint: Some(match entry.task {
-                    Task::Entities => HeadKind::TokenClassification,
-                    Task::Topic | Task::Stance => HeadKind::SequenceClassification,
-                }),
+                // A 4-bit base encoder runs far faster dense, at a cosine of 0.9999 to itself.
+                dequantize: entry.task == Task::ZeroShot,
+                head_hint: match entry.task {
+                    Task::Entities => Some(HeadKind::TokenClassification),
+                    Task::Topic | Task::Stance => Some(HeadKind::SequenceClassification),
+                    Task::ZeroShot => None,
+                },
                 ..LoadOptions::default()
             };
             let pipe_opts = PipelineOptions {
@@ -188,10 +192,15 @@ impl Registry {
             .filter(|t| self.has_task(**t))
             .map(|t| t.to_string())
             .collect();
+        let hint = if task == Task::ZeroShot {
+            " (start it with --zero-shot-model base for the installed base encoder)"
+        } else {
+            ""
+        };
         ApiError::unprocessable(
             "task_unavailable",
             format!(
-                "this server has no {task} model; it serves: {}",
+                "this server has no {task} model{hint}; it serves: {}",
                 if tasks.is_empty() {
                     "nothing".to_string()
                 } else {
@@ -227,6 +236,8 @@ fn load(
     let wanted = match entry.task {
         Task::Entities => HeadKind::TokenClassification,
         Task::Topic | Task::Stance => HeadKind::SequenceClassification,
+        // Zero-shot reads only the encoder's hidden states: any head will do.
+        Task::ZeroShot => model.head_kind(),
     };
     if model.head_kind() != wanted {
         let has = match model.head_kind() {
@@ -246,7 +257,11 @@ fn load(
         window_tokens: pipeline.window(),
         ..details
     };
-    Ok((PipelineRunner::new(pipeline, entry.task)?, details))
+    let engine = match entry.task {
+        Task::ZeroShot => Engine::ZeroShot(EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL)),
+        _ => Engine::Pipeline(pipeline),
+    };
+    Ok((PipelineRunner::new(engine, entry.task)?, details))
 }
 
 fn describe(model: &Model) -> ModelDetails {
@@ -338,9 +353,24 @@ fn read_readme_front_matter(dir: &Path) -> Vec<(String, String)> {
 
 type TokenCounter = Box<dyn Fn(&str) -> usize + Send>;
 
+/// What a runner runs: a task pipeline, or zero-shot over an encoder.
+enum Engine {
+    Pipeline(Pipeline),
+    ZeroShot(EmbeddingZeroShot),
+}
+
+impl Engine {
+    fn pipeline(&self) -> &Pipeline {
+        match self {
+            Engine::Pipeline(p) => p,
+            Engine::ZeroShot(z) => z.pipeline(),
+        }
+    }
+}
+
 /// A [`Runner`] over one pipeline.
 struct PipelineRunner {
-    pipeline: Pipeline,
+    engine: Engine,
     task: Task,
     count: TokenCounter,
     specials_single: usize,
@@ -349,7 +379,8 @@ struct PipelineRunner {
 }
 
 impl PipelineRunner {
-    fn new(pipeline: Pipeline, task: Task) -> anyhow::Result<Self> {
+    fn new(engine: Engine, task: Task) -> anyhow::Result<Self> {
+        let pipeline = engine.pipeline();
         // The model's tokenizer neither truncates nor pads (naba_models::tokenizer::load clears
         // both), so it counts as is; the Arc shares it rather than copying 250k pieces.
         let tok = std::sync::Arc::clone(&pipeline.model().tokenizer);
@@ -362,7 +393,7 @@ impl PipelineRunner {
         let count: TokenCounter =
             Box::new(move |s: &str| tok.encode(s, false).map(|e| e.len()).unwrap_or(s.len() / 2));
         Ok(Self {
-            pipeline,
+            engine,
             task,
             count,
             specials_single,
@@ -379,9 +410,10 @@ impl Runner for PipelineRunner {
             Some(t) => ((self.count)(t) + self.prefix_tokens, self.specials_pair),
             None => (0, self.specials_single),
         };
-        let window = self.pipeline.window();
+        let pipeline = self.engine.pipeline();
+        let window = pipeline.window();
         let room = window.saturating_sub(specials + n_target).max(1);
-        let step = room.saturating_sub(self.pipeline.stride()).max(1);
+        let step = room.saturating_sub(pipeline.stride()).max(1);
         let windows = if n_text <= room {
             1
         } else {
@@ -399,7 +431,15 @@ impl Runner for PipelineRunner {
     }
 
     fn run(&mut self, key: &BatchKey, inputs: &[&JobInput]) -> Vec<JobResult> {
+        let pipeline = match &self.engine {
+            Engine::ZeroShot(z) => return zero_shot_batch(z, inputs),
+            Engine::Pipeline(p) => p,
+        };
         match self.task {
+            Task::ZeroShot => inputs
+                .iter()
+                .map(|_| Err(JobError::Failed("not a zero-shot model".into())))
+                .collect(),
             Task::Entities => {
                 let texts: Vec<&str> = inputs.iter().map(|i| &*i.text).collect();
                 let opts = NerOptions {
@@ -408,7 +448,7 @@ impl Runner for PipelineRunner {
                     normalize: key.normalize,
                     ..NerOptions::default()
                 };
-                self.pipeline
+                pipeline
                     .ner(&texts, &opts)
                     .into_iter()
                     .map(|r| {
@@ -430,7 +470,7 @@ impl Runner for PipelineRunner {
                     normalize: key.normalize,
                     function: None,
                 };
-                self.pipeline
+                pipeline
                     .classify(&items, &opts)
                     .into_iter()
                     .map(|r| r.map(JobOutput::Labels).map_err(job_error))
@@ -438,6 +478,63 @@ impl Runner for PipelineRunner {
             }
         }
     }
+}
+
+/// Zero-shot jobs of one batch: the documents of each request together (one set of labels),
+/// every document through the encoder once.
+fn zero_shot_batch(z: &EmbeddingZeroShot, inputs: &[&JobInput]) -> Vec<JobResult> {
+    let mut out: Vec<Option<JobResult>> = vec![None; inputs.len()];
+    let mut done = vec![false; inputs.len()];
+    for i in 0..inputs.len() {
+        if done[i] {
+            continue;
+        }
+        let Some(query) = inputs[i].zero_shot.as_ref() else {
+            out[i] = Some(Err(JobError::Failed(
+                "a zero-shot job without labels".into(),
+            )));
+            done[i] = true;
+            continue;
+        };
+        let group: Vec<usize> = (i..inputs.len())
+            .filter(|&j| {
+                !done[j]
+                    && inputs[j]
+                        .zero_shot
+                        .as_ref()
+                        .is_some_and(|q| Arc::ptr_eq(q, query))
+            })
+            .collect();
+        let texts: Vec<&str> = group.iter().map(|&j| &*inputs[j].text).collect();
+        match z.classify(&texts, &query.labels, query.multi_label) {
+            Ok(results) => {
+                for (&j, r) in group.iter().zip(results) {
+                    out[j] = Some(
+                        r.map(|o| {
+                            JobOutput::Labels(ClassifyOutput {
+                                labels: o.labels,
+                                windows: o.windows,
+                                evidence: Vec::new(),
+                            })
+                        })
+                        .map_err(job_error),
+                    );
+                }
+            }
+            Err(e) => {
+                let e = job_error(e);
+                for &j in &group {
+                    out[j] = Some(Err(e.clone()));
+                }
+            }
+        }
+        for &j in &group {
+            done[j] = true;
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(JobError::Failed("no result".into()))))
+        .collect()
 }
 
 /// Input problems become 422s; everything else is the server's failure.
@@ -451,6 +548,7 @@ fn job_error(e: TaskError) -> JobError {
         TaskError::EmptyTarget => rejected("empty_target", &e),
         TaskError::TooLong { .. } => rejected("text_too_long", &e),
         TaskError::TargetTooLong { .. } => rejected("target_too_long", &e),
+        TaskError::Labels(_) => rejected("invalid_labels", &e),
         TaskError::Tokenizer(m) if !m.starts_with("model run failed") => {
             rejected("unprocessable_text", &e)
         }

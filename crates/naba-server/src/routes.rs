@@ -3,6 +3,7 @@
 
 use crate::analysis::{self, Plan};
 use crate::batching::Status;
+use crate::batching::ZeroShotQuery;
 use crate::config::{ServerConfig, Task};
 use crate::error::{ApiError, ApiJson, BodyLimit, ErrorBody};
 use crate::metrics::Metrics;
@@ -11,7 +12,7 @@ use crate::page;
 use crate::registry::Registry;
 use crate::schema::{
     AnalyzeRequest, AnalyzeResponse, HealthResponse, ModelChoice, ModelInfo, ModelStatus,
-    ModelsResponse, ReadyResponse, TaskRequest,
+    ModelsResponse, ReadyResponse, TaskRequest, ZeroShotRequest, ZeroShotResponse,
 };
 use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -65,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> anyhow::Result<Router> {
         .route("/v1/topic", post(topic))
         .route("/v1/entities", post(entities))
         .route("/v1/stance", post(stance))
+        .route("/v1/zero-shot", post(zero_shot))
         .route("/v1/models", get(models))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -126,7 +128,7 @@ fn cors(origins: &[String]) -> anyhow::Result<Option<CorsLayer>> {
             (code points) of the text sent. When the server has an API key, `/v1/*` needs \
             `Authorization: Bearer <key>`."
     ),
-    paths(analyze, topic, entities, stance, models, health, ready, metrics, openapi),
+    paths(analyze, topic, entities, stance, zero_shot, models, health, ready, metrics, openapi),
     components(schemas(ErrorBody, Task)),
     modifiers(&BearerAuth),
     tags(
@@ -154,6 +156,7 @@ fn model_for(choice: &ModelChoice, task: Task) -> Option<&str> {
         Task::Topic => choice.topic.as_deref(),
         Task::Entities => choice.entities.as_deref(),
         Task::Stance => choice.stance.as_deref(),
+        Task::ZeroShot => None,
     }
     .map(str::trim)
     .filter(|s| !s.is_empty())
@@ -309,6 +312,53 @@ async fn stance(
     ApiJson(req): ApiJson<TaskRequest>,
 ) -> Result<Json<AnalyzeResponse>, ApiError> {
     single(&state, req, Task::Stance).await
+}
+
+/// Labels named in the request, scored by E5 embeddings: nothing trained. Needs a zero-shot
+/// model (`naba serve --zero-shot-model base`).
+#[utoipa::path(
+    post, path = "/v1/zero-shot", tag = "analysis",
+    request_body(content = ZeroShotRequest, content_type = "application/json"),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Scored labels for each document", body = ZeroShotResponse),
+        (status = "4XX", description = "Refused (no labels, over 100, an empty or repeated label, no zero-shot model); see the code", body = ErrorBody),
+        (status = "5XX", description = "Not ready, timed out, shutting down or failed", body = ErrorBody),
+    )
+)]
+async fn zero_shot(
+    State(state): State<Arc<AppState>>,
+    ApiJson(mut req): ApiJson<ZeroShotRequest>,
+) -> Result<Json<ZeroShotResponse>, ApiError> {
+    for d in req.documents.iter_mut().flatten() {
+        d.targets.clear();
+    }
+    let docs = analysis::documents(req.text, req.documents, None, &state.config.limits)?;
+    if req.top_k == Some(0) {
+        return Err(ApiError::unprocessable(
+            "invalid_option",
+            "top_k must be at least 1 (leave it out for all labels)",
+        ));
+    }
+    let labels = analysis::zero_shot_labels(req.labels)?;
+    let model = state.registry.find(Task::ZeroShot, req.model.as_deref())?;
+    let query = Arc::new(ZeroShotQuery {
+        labels,
+        multi_label: req.multi_label,
+    });
+    let timeout = state.config.request_timeout();
+    match tokio::time::timeout(timeout, analysis::zero_shot(docs, model, query, req.top_k)).await {
+        Ok(result) => result.map(Json),
+        Err(_) => Err(ApiError::unavailable(
+            "timeout",
+            format!(
+                "the analysis took longer than the server's limit of {:.0} s; send fewer or \
+                 shorter documents, or retry later",
+                timeout.as_secs_f64()
+            ),
+        )
+        .with_retry_after(5)),
+    }
 }
 
 /// The models this server runs.

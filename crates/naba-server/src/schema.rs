@@ -264,3 +264,57 @@ pub struct ModelStatus {
     pub name: String,
     pub status: String,
 }
+
+/// `POST /v1/zero-shot`: labels the client names, scored by E5 embeddings of the text and of
+/// each label's descriptions; nothing trained.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroShotRequest {
+    /// One text; its result has id 0. Send this or `documents`, not both.
+    pub text: Option<String>,
+    /// Several documents (their `targets` are not read).
+    pub documents: Option<Vec<DocumentIn>>,
+    /// Candidate labels (1 to 100): names, or `{"name", "descriptions"}` to match a label by
+    /// one or more descriptions.
+    pub labels: Vec<LabelIn>,
+    /// Score each label on its own (any number may apply) instead of one softmax over them.
+    #[serde(default)]
+    pub multi_label: bool,
+    /// Labels to return, best first (at least 1); default all.
+    pub top_k: Option<usize>,
+    /// The zero-shot model's name; the server's default when absent.
+    pub model: Option<String>,
+}
+
+/// A candidate label: its name, or its name with descriptions to match it by.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LabelIn {
+    Name(String),
+    Described {
+        name: String,
+        #[serde(default)]
+        descriptions: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ZeroShotResponse {
+    pub documents: Vec<ZeroShotResult>,
+    /// The model that answered.
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ZeroShotResult {
+    pub id: DocId,
+    /// The best label.
+    pub label: String,
+    /// Labels with calibrated scores, best first: with `multi_label` false they sum to 1
+    /// (softmax of similarity / 0.008); with it true each is sigmoid((similarity - 0.863) /
+    /// 0.016), fitted on the ASND dev split.
+    pub labels: Vec<LabelOut>,
+    pub multi_label: bool,
+    /// Windows the text was read in (long texts are never truncated).
+    pub windows: usize,
+}

@@ -783,3 +783,127 @@ fn check_evidence(text: &str, stance: &Value) {
         last = w;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_shot_scores_the_labels_a_request_names() {
+    let mut cfg = config();
+    cfg.models.push(common::entry(
+        "zs",
+        naba_server::Task::ZeroShot,
+        "bert-seq-cls",
+    ));
+    let server = TestServer::start(cfg).await;
+    let labels = json!(["رياضة", "اقتصاد", {"name": "سياسة", "descriptions": ["أخبار السياسة", "حكومة وانتخابات"]}]);
+    let (status, body) = post(
+        &server,
+        "/v1/zero-shot",
+        json!({"documents": [{"id": "a", "text": SENTENCES[3]}, {"text": SENTENCES[2]}], "labels": labels}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "zs");
+    let docs = body["documents"].as_array().expect("documents");
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0]["id"], "a");
+    assert_eq!(docs[1]["id"], 1);
+    for d in docs {
+        let scores: Vec<f64> = d["labels"]
+            .as_array()
+            .expect("labels")
+            .iter()
+            .map(|l| l["score"].as_f64().expect("score"))
+            .collect();
+        assert_eq!(scores.len(), 3, "{d}");
+        assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{d}");
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "best first: {d}");
+        assert_eq!(d["label"], d["labels"][0]["label"]);
+    }
+    // Multi-label: each label on its own, so no sum to 1; top_k cuts the list.
+    let (status, body) = post(
+        &server,
+        "/v1/zero-shot",
+        json!({"text": SENTENCES[0], "labels": labels, "multi_label": true, "top_k": 2}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["documents"][0]["multi_label"], true);
+    assert_eq!(
+        body["documents"][0]["labels"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let many: Vec<String> = (0..101).map(|i| format!("label {i}")).collect();
+    for (labels, code, says) in [
+        (json!([]), "invalid_labels", "no candidate labels"),
+        (json!(many), "invalid_labels", "limit of 100"),
+        (json!(["a", " "]), "invalid_labels", "empty"),
+        (json!(["a", "a"]), "invalid_labels", "twice"),
+    ] {
+        let (status, body) = post(
+            &server,
+            "/v1/zero-shot",
+            json!({"text": "نص", "labels": labels}),
+        )
+        .await;
+        assert_error(status, &body, 422, code);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{body}"
+        );
+    }
+    let (status, body) = post(&server, "/v1/zero-shot", json!({"text": "نص"})).await;
+    assert_error(status, &body, 422, "invalid_request");
+    let (status, body) = post(
+        &server,
+        "/v1/analyze",
+        json!({"text": "نص", "tasks": ["zero-shot"]}),
+    )
+    .await;
+    assert_error(status, &body, 422, "invalid_request");
+
+    let models: Value = client()
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        models["models"].as_array().is_some_and(|m| m
+            .iter()
+            .any(|m| m["task"] == "zero-shot" && m["name"] == "zs")),
+        "{models}"
+    );
+    let openapi = client()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .text()
+        .await
+        .expect("text");
+    assert!(openapi.contains("/v1/zero-shot") && openapi.contains("ZeroShotRequest"));
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_zero_shot_model_the_route_says_how_to_get_one() {
+    let server = TestServer::start(config()).await;
+    let (status, body) = post(
+        &server,
+        "/v1/zero-shot",
+        json!({"text": "نص", "labels": ["a", "b"]}),
+    )
+    .await;
+    assert_error(status, &body, 422, "task_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--zero-shot-model base")),
+        "{body}"
+    );
+    server.stop().await.expect("clean stop");
+}

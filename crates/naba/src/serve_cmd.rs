@@ -17,6 +17,10 @@ pub struct ServeArgs {
     pub addr: Option<SocketAddr>,
     #[command(flatten)]
     pub models: ModelArgs,
+    /// Answer POST /v1/zero-shot with this encoder: `base` (the installed base encoder, run
+    /// dense: about 0.5 GB more), DIR, HUB_ID or NAME=DIR.
+    #[arg(long = "zero-shot-model", env = "NABA_ZERO_SHOT_MODEL")]
+    pub zero_shot_model: Option<String>,
     /// Require `Authorization: Bearer KEY` on /v1/*.
     #[arg(long, env = "NABA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -136,6 +140,22 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
 fn build_config(args: ServeArgs) -> Result<ServerConfig> {
     let mut c = args.models.config()?;
     set(&mut c.addr, args.addr);
+    if let Some(spec) = args.zero_shot_model.filter(|s| !s.trim().is_empty()) {
+        let spec = if spec.trim() == "base" {
+            let dir = naba_models::fetch::installed_dir(naba_models::BASE_MODEL_NAME);
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "--zero-shot-model base: the base encoder is not installed ({}); run `naba \
+                     models fetch`",
+                    dir.display()
+                );
+            }
+            format!("zero-shot={}", dir.display())
+        } else {
+            spec
+        };
+        c.models.push(parse_model_flag(Task::ZeroShot, &spec)?);
+    }
     if args.api_key.is_some() {
         c.api_key = args.api_key;
     }
