@@ -2,7 +2,7 @@
 """Fit the zero-shot calibration constants (naba_tasks::zero_shot::Calibration) on a dev split.
 
 Input: `naba predict --task zero-shot --labels-file LABELS --input DEV.jsonl` output (one JSON
-line per document, with `similarities`), and the same DEV.jsonl with each document's gold label
+line per document, with `raw`, the similarities), and the same DEV.jsonl with each document's gold label
 in a `gold` field. Prints:
 
 - temperature: the softmax temperature over labels that minimises the log loss of the gold
@@ -26,7 +26,7 @@ def main():
     ap.add_argument("--gold", required=True)
     a = ap.parse_args()
     gold = [json.loads(l)["gold"] for l in open(a.gold, encoding="utf-8") if l.strip()]
-    sims = [json.loads(l)["similarities"] for l in open(a.pred, encoding="utf-8") if l.strip()]
+    sims = [json.loads(l)["raw"] for l in open(a.pred, encoding="utf-8") if l.strip()]
     assert len(gold) == len(sims), (len(gold), len(sims))
     rows = [(s, g) for s, g in zip(sims, gold) if g in s]
     print(f"{len(rows)} documents with a gold label among the candidates")

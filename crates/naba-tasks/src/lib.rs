@@ -13,7 +13,7 @@ pub use aggregate::{
 };
 pub use pipeline::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, Evidence, NerOptions, NerOutput,
-    Pipeline, PipelineOptions, TaskError,
+    PairSide, Pipeline, PipelineOptions, TaskError,
 };
 pub use scores::{
     numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,

@@ -167,6 +167,13 @@ pub struct ClassifyInput<'a> {
     pub target: Option<&'a str>,
 }
 
+/// Which side of a text pair gives way when the pair is longer than the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairSide {
+    First,
+    Second,
+}
+
 /// What a window run gives back.
 #[derive(Clone, Copy)]
 enum Rows {
@@ -650,6 +657,89 @@ impl Pipeline {
                 Ok(mean.into_iter().map(|x| x / norm).collect())
             })
             .collect()
+    }
+
+    /// Logits of text pairs, each read in one window as transformers' zero-shot pipeline reads
+    /// a (premise, hypothesis) pair: the model's input prefix (if any) on both, and the side
+    /// named by `truncate` cut from the right when the pair does not fit (`only_first` /
+    /// `only_second`). Each pair fails or succeeds on its own.
+    pub fn pair_logits(
+        &self,
+        pairs: &[(&str, &str)],
+        truncate: PairSide,
+    ) -> Vec<Result<Vec<f32>, TaskError>> {
+        let prefix = &self.model.config.naba.prefix;
+        let encoded: Vec<Result<Encoding, TaskError>> = pairs
+            .iter()
+            .map(|(a, b)| {
+                self.encode_pair_truncated(
+                    &format!("{prefix}{a}"),
+                    &format!("{prefix}{b}"),
+                    truncate,
+                )
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..pairs.len()).filter(|&i| encoded[i].is_ok()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].as_ref().map_or(0, Encoding::len)));
+        let mut out: Vec<Option<Result<Vec<f32>, TaskError>>> = encoded
+            .iter()
+            .map(|e| e.as_ref().err().map(|e| Err(clone_error(e))))
+            .collect();
+        for chunk in order.chunks(self.batch_size) {
+            let encs = chunk.iter().filter_map(|&i| encoded[i].as_ref().ok());
+            match self.logits(encs) {
+                Ok(rows) => {
+                    for (&i, row) in chunk.iter().zip(rows) {
+                        out[i] = Some(Ok(row));
+                    }
+                }
+                Err(e) => {
+                    for &i in chunk {
+                        out[i] = Some(Err(TaskError::Tokenizer(format!("model run failed: {e}"))));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(TaskError::EmptyText)))
+            .collect()
+    }
+
+    fn encode_pair_truncated(
+        &self,
+        a: &str,
+        b: &str,
+        truncate: PairSide,
+    ) -> Result<Encoding, TaskError> {
+        if a.trim().is_empty() || b.trim().is_empty() {
+            return Err(TaskError::EmptyText);
+        }
+        let tok = |e: tokenizers::Error| TaskError::Tokenizer(e.to_string());
+        let tokenizer = &self.model.tokenizer;
+        let mut first = tokenizer.encode_char_offsets(a, false).map_err(tok)?;
+        let mut second = tokenizer.encode_char_offsets(b, false).map_err(tok)?;
+        second.set_type_ids(vec![1; second.len()]);
+        let specials = tokenizer
+            .get_post_processor()
+            .map_or(4, |p| p.added_tokens(true));
+        let (cut, kept) = match truncate {
+            PairSide::First => (&mut first, second.len()),
+            PairSide::Second => (&mut second, first.len()),
+        };
+        let room = self.window.saturating_sub(specials + kept);
+        if room == 0 {
+            return Err(TaskError::TargetTooLong {
+                target: kept,
+                window: self.window,
+            });
+        }
+        if cut.len() > room {
+            cut.truncate(room, 0, TruncationDirection::Right);
+            cut.take_overflowing();
+        }
+        tokenizer
+            .post_process(first, Some(second), true)
+            .map_err(tok)
     }
 
     /// Logits of one batch of windows (as [`Pipeline::windows`] makes them), real tokens

@@ -10,7 +10,7 @@
 //! The constants were fitted on dev splits only (see [`Calibration::E5_SMALL`]). Label
 //! embeddings are cached: a service asks about the same labels again and again.
 
-use crate::pipeline::{Pipeline, TaskError};
+use crate::pipeline::{PairSide, Pipeline, TaskError};
 use crate::scores::LabelScore;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,7 +51,8 @@ impl Calibration {
 pub struct ZeroShotOutput {
     /// Every label, best first, with its calibrated score.
     pub labels: Vec<LabelScore>,
-    /// Mean cosine similarity of each label's descriptions, in the labels' order as given.
+    /// Each label's raw score before calibration, in the labels' order as given: the mean
+    /// cosine similarity of its descriptions (embedding), or its entailment logit (entailment).
     pub similarities: Vec<f32>,
     /// Windows the document was read in.
     pub windows: usize,
@@ -163,6 +164,156 @@ impl EmbeddingZeroShot {
                     .collect()
             })
             .collect())
+    }
+}
+
+/// The hypothesis template for labels in Arabic script, and for others (transformers' default).
+pub const TEMPLATE_AR: &str = "هذا النص عن {}.";
+pub const TEMPLATE_EN: &str = "This example is {}.";
+
+/// The default template for `labels`: Arabic when any label is written in Arabic script.
+pub fn default_template(labels: &[ZeroShotLabel]) -> &'static str {
+    let arabic = labels.iter().any(|l| {
+        l.name
+            .chars()
+            .any(|c| ('\u{0600}'..='\u{06FF}').contains(&c))
+    });
+    if arabic {
+        TEMPLATE_AR
+    } else {
+        TEMPLATE_EN
+    }
+}
+
+/// Zero-shot by entailment, with the semantics of transformers' zero-shot-classification
+/// pipeline: each (text, template filled with a label) pair through a sequence-pair
+/// classifier; single-label, a softmax across the labels of the entailment logits;
+/// multi-label, per label a softmax of (contradiction, entailment) logits. The model is an
+/// NLI checkpoint (labels `entailment` / `contradiction`, in any order, read from `id2label`;
+/// the text is the premise, read first) or a naba stance model (`agree` as entailment,
+/// `disagree` as contradiction; the hypothesis goes first, as its targets do).
+pub struct EntailmentZeroShot {
+    pipeline: Pipeline,
+    entail: usize,
+    contradict: usize,
+    hypothesis_first: bool,
+}
+
+impl EntailmentZeroShot {
+    pub fn new(pipeline: Pipeline) -> Result<Self, TaskError> {
+        let labels: Vec<String> = pipeline
+            .model()
+            .config
+            .labels
+            .iter()
+            .map(|l| l.to_lowercase())
+            .collect();
+        let find = |pred: &dyn Fn(&str) -> bool| labels.iter().position(|l| pred(l));
+        let nli = (
+            find(&|l| l.starts_with("entail")),
+            find(&|l| l.starts_with("contradict")),
+        );
+        let stance = (find(&|l| l == "agree"), find(&|l| l == "disagree"));
+        let (entail, contradict, hypothesis_first) = match (nli, stance) {
+            ((Some(e), Some(c)), _) => (e, c, false),
+            (_, (Some(e), Some(c))) => (e, c, true),
+            _ => {
+                return Err(TaskError::Labels(format!(
+                    "model `{}` has the labels {:?}: entailment zero-shot needs an NLI model \
+                     (entailment and contradiction labels) or a naba stance model (agree and \
+                     disagree)",
+                    pipeline.model().name,
+                    pipeline.model().config.labels
+                )))
+            }
+        };
+        Ok(Self {
+            pipeline,
+            entail,
+            contradict,
+            hypothesis_first,
+        })
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Scores of `labels` for each text under `template` (with one `{}` for the label).
+    pub fn classify(
+        &self,
+        texts: &[&str],
+        labels: &[ZeroShotLabel],
+        template: &str,
+        multi_label: bool,
+    ) -> Result<Vec<Result<ZeroShotOutput, TaskError>>, TaskError> {
+        check_labels(labels)?;
+        if template.matches("{}").count() != 1 {
+            return Err(TaskError::Labels(format!(
+                "the hypothesis template {template:?} must hold `{{}}` once, where the label goes"
+            )));
+        }
+        // A label's first description fills the template (its name when it has none, as in
+        // transformers): a data set's label names can be slugs no model reads well.
+        let hypotheses: Vec<String> = labels
+            .iter()
+            .map(|l| template.replacen("{}", l.descriptions.first().unwrap_or(&l.name), 1))
+            .collect();
+        let pairs: Vec<(&str, &str)> = texts
+            .iter()
+            .flat_map(|t| {
+                hypotheses.iter().map(move |h| {
+                    if self.hypothesis_first {
+                        (h.as_str(), *t)
+                    } else {
+                        (*t, h.as_str())
+                    }
+                })
+            })
+            .collect();
+        let side = if self.hypothesis_first {
+            PairSide::Second
+        } else {
+            PairSide::First
+        };
+        let mut logits = self.pipeline.pair_logits(&pairs, side).into_iter();
+        let mut out = Vec::with_capacity(texts.len());
+        for _ in texts {
+            let rows: Result<Vec<Vec<f32>>, TaskError> = (&mut logits).take(labels.len()).collect();
+            out.push(rows.map(|rows| self.scores(labels, &rows, multi_label)));
+        }
+        Ok(out)
+    }
+
+    fn scores(&self, labels: &[ZeroShotLabel], rows: &[Vec<f32>], multi: bool) -> ZeroShotOutput {
+        let at = |r: &Vec<f32>, i: usize| r.get(i).copied().unwrap_or(f32::NEG_INFINITY);
+        let entail: Vec<f32> = rows.iter().map(|r| at(r, self.entail)).collect();
+        let scores: Vec<f32> = if multi {
+            rows.iter()
+                .map(|r| {
+                    let (e, c) = (at(r, self.entail), at(r, self.contradict));
+                    let m = e.max(c);
+                    let (e, c) = ((e - m).exp(), (c - m).exp());
+                    e / (e + c)
+                })
+                .collect()
+        } else {
+            crate::scores::softmax(&entail)
+        };
+        let mut ranked: Vec<LabelScore> = labels
+            .iter()
+            .zip(&scores)
+            .map(|(l, &score)| LabelScore {
+                label: l.name.clone(),
+                score,
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        ZeroShotOutput {
+            labels: ranked,
+            similarities: entail,
+            windows: 1,
+        }
     }
 }
 

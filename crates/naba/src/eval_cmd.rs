@@ -11,7 +11,9 @@ use naba_eval::{
 };
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
 use naba_tasks::aggregate::{AggregationStrategy, Decoding};
-use naba_tasks::zero_shot::{Calibration, EmbeddingZeroShot, ZeroShotLabel};
+use naba_tasks::zero_shot::{
+    default_template, Calibration, EmbeddingZeroShot, EntailmentZeroShot, ZeroShotOutput,
+};
 use naba_tasks::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
     TaskError,
@@ -176,6 +178,19 @@ struct RunArgs {
     /// encoder [default: the base encoder].
     #[arg(long, value_name = "FILE")]
     zero_shot_labels: Option<PathBuf>,
+    /// With --zero-shot-labels: `embedding`, or `entailment` (an NLI or naba stance model,
+    /// given with --model, reads the template filled with each label name; see `naba predict
+    /// --help`).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "embedding",
+        requires = "zero_shot_labels"
+    )]
+    zero_shot_method: crate::predict::ZeroShotMethod,
+    /// With --zero-shot-method entailment: the hypothesis, `{}` for the label.
+    #[arg(long, requires = "zero_shot_labels")]
+    hypothesis_template: Option<String>,
 }
 
 pub(crate) fn parse_filter(s: &str) -> Result<(String, String), String> {
@@ -241,7 +256,14 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     else {
         bail!("give --task, --data and --report-dir, or --suite FILE");
     };
-    let model = if run.zero_shot_labels.is_some() {
+    let model = if run.zero_shot_labels.is_some() && entailment(&run) {
+        run.model.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--zero-shot-method entailment needs --model: an NLI checkpoint or a naba \
+                 stance model"
+            )
+        })?
+    } else if run.zero_shot_labels.is_some() {
         crate::predict::base_encoder(run.model.as_deref())?
     } else {
         crate::defaults::model_or_default(
@@ -321,6 +343,7 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
     let device = run.device.open()?;
     let dtype = parse_dtype(&run.dtype, &device)?;
     let head = match job.task {
+        _ if run.zero_shot_labels.is_some() && entailment(run) => HeadKind::SequenceClassification,
         _ if run.zero_shot_labels.is_some() => HeadKind::None,
         EvalTask::Ner => HeadKind::TokenClassification,
         _ => HeadKind::SequenceClassification,
@@ -333,7 +356,7 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
             revision: None,
             // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
             // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
-            dequantize: run.zero_shot_labels.is_some(),
+            dequantize: run.zero_shot_labels.is_some() && !entailment(run),
             head_hint: Some(head),
             ..LoadOptions::default()
         },
@@ -407,7 +430,15 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
     let mut info = RunInfo::new(&job.model, job.data.display().to_string());
     if let Some(path) = &run.zero_shot_labels {
         info.settings.extend([
-            ("zero_shot".to_string(), "embedding".to_string()),
+            (
+                "zero_shot".to_string(),
+                if entailment(run) {
+                    "entailment"
+                } else {
+                    "embedding"
+                }
+                .to_string(),
+            ),
             ("zero_shot_labels".to_string(), path.display().to_string()),
         ]);
     }
@@ -539,10 +570,25 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
             };
             let (preds, timings, words) = match zero_shot {
                 None => predict_classes(&|i, o| pipeline.classify(i, o), &corpus, run)?,
+                Some(labels) if entailment(run) => {
+                    let zs = EntailmentZeroShot::new(pipeline)?;
+                    let template = run
+                        .hypothesis_template
+                        .clone()
+                        .unwrap_or_else(|| default_template(&labels).to_string());
+                    info.settings
+                        .insert("hypothesis_template".to_string(), template.clone());
+                    let classify = |inputs: &[ClassifyInput], _: &ClassifyOptions| {
+                        let texts: Vec<&str> = inputs.iter().map(|i| i.text).collect();
+                        as_outputs(zs.classify(&texts, &labels, &template, false), inputs.len())
+                    };
+                    predict_classes(&classify, &corpus, run)?
+                }
                 Some(labels) => {
                     let zs = EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL);
                     let classify = |inputs: &[ClassifyInput], _: &ClassifyOptions| {
-                        zero_shot_outputs(&zs, inputs, &labels)
+                        let texts: Vec<&str> = inputs.iter().map(|i| i.text).collect();
+                        as_outputs(zs.classify(&texts, &labels, false), inputs.len())
                     };
                     predict_classes(&classify, &corpus, run)?
                 }
@@ -682,14 +728,16 @@ fn passages(sentences: &[naba_eval::NerSentence], max_words: usize) -> Vec<std::
     out
 }
 
+fn entailment(run: &RunArgs) -> bool {
+    run.zero_shot_method == crate::predict::ZeroShotMethod::Entailment
+}
+
 /// Zero-shot scores in the shape the classification report reads.
-fn zero_shot_outputs(
-    zs: &EmbeddingZeroShot,
-    inputs: &[ClassifyInput],
-    labels: &[ZeroShotLabel],
+fn as_outputs(
+    results: Result<Vec<Result<ZeroShotOutput, TaskError>>, TaskError>,
+    n: usize,
 ) -> Vec<Result<ClassifyOutput, TaskError>> {
-    let texts: Vec<&str> = inputs.iter().map(|i| i.text).collect();
-    match zs.classify(&texts, labels, false) {
+    match results {
         Ok(results) => results
             .into_iter()
             .map(|r| {
@@ -702,8 +750,7 @@ fn zero_shot_outputs(
             .collect(),
         Err(e) => {
             let msg = e.to_string();
-            inputs
-                .iter()
+            (0..n)
                 .map(|_| Err(TaskError::Labels(msg.clone())))
                 .collect()
         }

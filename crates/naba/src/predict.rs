@@ -4,7 +4,9 @@ use crate::input::{read_docs, Doc, Format};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model, BASE_MODEL_NAME};
-use naba_tasks::zero_shot::{self, Calibration, EmbeddingZeroShot, ZeroShotLabel};
+use naba_tasks::zero_shot::{
+    self, Calibration, EmbeddingZeroShot, EntailmentZeroShot, ZeroShotLabel, ZeroShotOutput,
+};
 use naba_tasks::{
     aggregate::{AggregationStrategy, Decoding},
     ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions,
@@ -26,6 +28,12 @@ pub enum Task {
     /// Labels you name at request time (--labels or --labels-file), scored by E5 embeddings
     /// of the text and the labels' descriptions: no training needed.
     ZeroShot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ZeroShotMethod {
+    Embedding,
+    Entailment,
 }
 
 #[derive(Args)]
@@ -52,6 +60,15 @@ pub struct PredictArgs {
     /// over the labels.
     #[arg(long)]
     pub multi_label: bool,
+    /// Zero-shot: `embedding` (E5 similarity to the labels' descriptions, on the base encoder)
+    /// or `entailment` (an NLI or naba stance model reads "this text is about LABEL", as
+    /// transformers' zero-shot pipeline does; needs --model).
+    #[arg(long, value_enum, default_value = "embedding")]
+    pub method: ZeroShotMethod,
+    /// Zero-shot by entailment: the hypothesis, with `{}` where the label goes [default: هذا
+    /// النص عن {}. for Arabic labels, else This example is {}.].
+    #[arg(long)]
+    pub hypothesis_template: Option<String>,
     /// Stance target for every input (a claim, topic or entity); JSONL inputs may carry their own `target`.
     #[arg(long)]
     pub target: Option<String>,
@@ -154,6 +171,13 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     validate(&docs, &args)?;
     let labels = zero_shot_labels(&args)?;
     let spec = match args.task {
+        Task::ZeroShot if args.method == ZeroShotMethod::Entailment => match &args.model {
+            Some(m) => m.clone(),
+            None => bail!(
+                "zero-shot by entailment needs --model: an NLI checkpoint (entailment and \
+                 contradiction labels) or a naba stance model such as stance-ans"
+            ),
+        },
         Task::ZeroShot => base_encoder(args.model.as_deref())?,
         task => crate::defaults::model_or_default(
             args.model.as_deref(),
@@ -174,10 +198,13 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
             revision: args.revision.clone(),
             // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
             // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
-            dequantize: args.task == Task::ZeroShot,
+            dequantize: args.task == Task::ZeroShot && args.method == ZeroShotMethod::Embedding,
             head_hint: match args.task {
                 Task::Ner => Some(HeadKind::TokenClassification),
                 Task::Topic | Task::Stance => Some(HeadKind::SequenceClassification),
+                Task::ZeroShot if args.method == ZeroShotMethod::Entailment => {
+                    Some(HeadKind::SequenceClassification)
+                }
                 Task::ZeroShot => None,
             },
             ..LoadOptions::default()
@@ -194,8 +221,11 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
             window: args.window,
         },
     )?;
-    let labeller = match args.task {
-        Task::ZeroShot => {
+    let labeller = match (args.task, args.method) {
+        (Task::ZeroShot, ZeroShotMethod::Entailment) => {
+            Labeller::Entailment(EntailmentZeroShot::new(pipeline)?)
+        }
+        (Task::ZeroShot, ZeroShotMethod::Embedding) => {
             Labeller::ZeroShot(EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL))
         }
         _ => Labeller::Pipeline(pipeline),
@@ -206,7 +236,24 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     for (n, chunk) in docs.chunks(CHUNK).enumerate() {
         let results = match &labeller {
             Labeller::Pipeline(p) => predict_chunk(p, chunk, &args),
-            Labeller::ZeroShot(z) => zero_shot_chunk(z, chunk, &labels, &args)?,
+            Labeller::ZeroShot(z) => zero_shot_chunk(
+                |texts| z.classify(texts, &labels, args.multi_label),
+                chunk,
+                &labels,
+                &args,
+            )?,
+            Labeller::Entailment(z) => {
+                let template = args
+                    .hypothesis_template
+                    .as_deref()
+                    .unwrap_or_else(|| zero_shot::default_template(&labels));
+                zero_shot_chunk(
+                    |texts| z.classify(texts, &labels, template, args.multi_label),
+                    chunk,
+                    &labels,
+                    &args,
+                )?
+            }
         };
         for (k, (doc, line)) in chunk.iter().zip(results).enumerate() {
             let mut line = match line {
@@ -270,6 +317,7 @@ fn validate(docs: &[Doc], args: &PredictArgs) -> Result<()> {
 enum Labeller {
     Pipeline(Pipeline),
     ZeroShot(EmbeddingZeroShot),
+    Entailment(EntailmentZeroShot),
 }
 
 /// The zero-shot model: the one given, else the installed base encoder.
@@ -293,10 +341,21 @@ pub(crate) fn base_encoder(given: Option<&str>) -> Result<String> {
 /// tasks, which refuse the zero-shot flags.
 fn zero_shot_labels(args: &PredictArgs) -> Result<Vec<ZeroShotLabel>> {
     if args.task != Task::ZeroShot {
-        if args.labels.is_some() || args.labels_file.is_some() || args.multi_label {
-            bail!("--labels, --labels-file and --multi-label go with --task zero-shot");
+        if args.labels.is_some()
+            || args.labels_file.is_some()
+            || args.multi_label
+            || args.hypothesis_template.is_some()
+            || args.method != ZeroShotMethod::Embedding
+        {
+            bail!(
+                "--labels, --labels-file, --multi-label, --method and --hypothesis-template go \
+                 with --task zero-shot"
+            );
         }
         return Ok(Vec::new());
+    }
+    if args.hypothesis_template.is_some() && args.method != ZeroShotMethod::Entailment {
+        bail!("--hypothesis-template goes with --method entailment");
     }
     let labels = match (&args.labels, &args.labels_file) {
         (Some(list), _) => zero_shot::labels_from_list(list),
@@ -313,14 +372,16 @@ fn zero_shot_labels(args: &PredictArgs) -> Result<Vec<ZeroShotLabel>> {
     Ok(labels)
 }
 
+type ZeroShotResults = Vec<Result<ZeroShotOutput, naba_tasks::TaskError>>;
+
 fn zero_shot_chunk(
-    z: &EmbeddingZeroShot,
+    classify: impl Fn(&[&str]) -> Result<ZeroShotResults, naba_tasks::TaskError>,
     docs: &[Doc],
     labels: &[ZeroShotLabel],
     args: &PredictArgs,
 ) -> Result<Vec<Result<serde_json::Value>>> {
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    let results = z.classify(&texts, labels, args.multi_label)?;
+    let results = classify(&texts)?;
     Ok(results
         .into_iter()
         .zip(docs)
@@ -329,7 +390,7 @@ fn zero_shot_chunk(
             if let Some(k) = args.top_k {
                 r.labels.truncate(k);
             }
-            let similarities: serde_json::Map<String, serde_json::Value> = labels
+            let raw: serde_json::Map<String, serde_json::Value> = labels
                 .iter()
                 .zip(&r.similarities)
                 .map(|(l, s)| (l.name.clone(), json!(s)))
@@ -338,7 +399,12 @@ fn zero_shot_chunk(
                 "id": d.id,
                 "labels": r.labels,
                 "multi_label": args.multi_label,
-                "similarities": similarities,
+                "method": match args.method {
+                    ZeroShotMethod::Embedding => "embedding",
+                    ZeroShotMethod::Entailment => "entailment",
+                },
+                // Before calibration: cosine similarity, or entailment logit.
+                "raw": raw,
                 "windows": r.windows,
             }))
         })

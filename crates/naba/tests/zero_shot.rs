@@ -59,7 +59,7 @@ fn football_is_sport_and_inflation_is_economy() {
         .filter_map(|l| l["score"].as_f64())
         .sum();
     assert!((sum - 1.0).abs() < 1e-4);
-    assert!(lines[0]["similarities"]["رياضة"].is_number());
+    assert!(lines[0]["raw"]["رياضة"].is_number());
 }
 
 #[test]
@@ -114,4 +114,60 @@ fn eval_scores_zero_shot_and_the_report_says_so() {
         metrics.contains("\"zero_shot\"") && metrics.contains("embedding"),
         "{metrics}"
     );
+}
+
+#[test]
+fn entailment_takes_an_nli_model_and_a_template() {
+    let nli = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../naba-tasks/tests/fixtures/nli/bert-nli")
+        .to_string_lossy()
+        .into_owned();
+    let out = naba(&[
+        "predict",
+        "--task",
+        "zero-shot",
+        "--method",
+        "entailment",
+        "--model",
+        &nli,
+        "--labels",
+        "sport,economy",
+        "--hypothesis-template",
+        "This text is about {}.",
+        "The bank raised rates.",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
+            .expect("JSON");
+    assert_eq!(line["method"], "entailment");
+    assert_eq!(line["labels"].as_array().map(Vec::len), Some(2));
+    let out = naba(&[
+        "predict",
+        "--task",
+        "zero-shot",
+        "--method",
+        "entailment",
+        "--labels",
+        "a,b",
+        "x",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --model"));
+    let out = naba(&[
+        "predict",
+        "--task",
+        "zero-shot",
+        "--model",
+        &fixture("xlmr-seq-cls"),
+        "--method",
+        "entailment",
+        "--labels",
+        "a,b",
+        "x",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NLI model"));
 }
