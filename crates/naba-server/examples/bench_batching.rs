@@ -80,6 +80,7 @@ fn config(args: &Args, batching: bool) -> ServerConfig {
         default: true,
         stride: None,
         window: None,
+        method: None,
     };
     let mut c = ServerConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),

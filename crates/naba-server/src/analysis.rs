@@ -11,7 +11,7 @@ use crate::registry::{ModelHandle, Registry};
 use crate::schema::{
     Aggregation, AnalyzeResponse, DocId, DocumentIn, DocumentResult, EntityOut, EvidenceOut,
     LabelIn, LabelOut, ModelChoice, NerDecoding, Normalize, Options, StanceResult, TopicResult,
-    ZeroShotResponse, ZeroShotResult,
+    ZeroShotMethod, ZeroShotResponse, ZeroShotResult,
 };
 use naba_tasks::aggregate::{AggregationStrategy, Decoding};
 use naba_tasks::ZeroShotLabel;
@@ -436,6 +436,11 @@ pub async fn zero_shot(
     Ok(ZeroShotResponse {
         documents: out,
         model: model.name().to_string(),
+        method: model
+            .details
+            .get()
+            .and_then(|d| d.zero_shot_method)
+            .unwrap_or(ZeroShotMethod::Embedding),
     })
 }
 

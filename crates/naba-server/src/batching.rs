@@ -48,6 +48,9 @@ pub struct JobInput {
 pub struct ZeroShotQuery {
     pub labels: Vec<naba_tasks::ZeroShotLabel>,
     pub multi_label: bool,
+    /// Entailment models: the hypothesis, `{}` for the label (else the default for the
+    /// labels' script).
+    pub hypothesis_template: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -87,6 +87,11 @@ pub struct ModelEntry {
     /// full length).
     #[serde(default)]
     pub window: Option<usize>,
+    /// Zero-shot models: `embedding` (E5 similarity; any encoder) or `entailment` (a
+    /// sequence-pair classifier with entailment/contradiction or agree/disagree labels).
+    /// Default: entailment for such a classifier, else embedding.
+    #[serde(default)]
+    pub method: Option<crate::schema::ZeroShotMethod>,
 }
 
 /// Per-request refusals (HTTP 413 and 422).
@@ -362,6 +367,7 @@ pub fn parse_model_flag(task: Task, value: &str) -> Result<ModelEntry> {
         default: false,
         stride: None,
         window: None,
+        method: None,
     })
 }
 
@@ -425,6 +431,7 @@ pub fn discover(roots: &[PathBuf]) -> Vec<ModelEntry> {
                 default,
                 stride: None,
                 window: None,
+                method: None,
             });
         }
     }

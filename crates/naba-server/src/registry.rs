@@ -2,15 +2,21 @@
 //! `naba_tasks::Pipeline` on its own thread behind a [`Batcher`], and described for
 //! `/v1/models` from its config and model card.
 
+use crate::batching::ZeroShotQuery;
 use crate::batching::{
     BatchKey, BatchLimits, Batcher, Cost, JobError, JobInput, JobOutput, JobResult, Runner, Status,
 };
 use crate::config::{ModelEntry, ServerConfig, Task};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::schema::ZeroShotMethod;
 use anyhow::{anyhow, bail, Context};
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model, SourceKind};
-use naba_tasks::zero_shot::{Calibration, EmbeddingZeroShot};
+use naba_tasks::zero_shot::{
+    default_template, Calibration, EmbeddingZeroShot, EntailmentZeroShot, ZeroShotOutput,
+};
+
+type ZeroShotResults = Vec<Result<ZeroShotOutput, TaskError>>;
 use naba_tasks::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
     TaskError,
@@ -34,6 +40,8 @@ pub struct ModelDetails {
     /// `model_card.json` or `README.md`, whichever was read.
     pub card: Option<String>,
     pub metrics: Option<Value>,
+    /// Zero-shot models: how they score labels.
+    pub zero_shot_method: Option<ZeroShotMethod>,
 }
 
 pub struct ModelHandle {
@@ -258,8 +266,23 @@ fn load(
         ..details
     };
     let engine = match entry.task {
+        Task::ZeroShot
+            if entry.method == Some(ZeroShotMethod::Entailment)
+                || (entry.method.is_none()
+                    && pipeline.model().head_kind() == HeadKind::SequenceClassification) =>
+        {
+            Engine::Entailment(EntailmentZeroShot::new(pipeline)?)
+        }
         Task::ZeroShot => Engine::ZeroShot(EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL)),
         _ => Engine::Pipeline(pipeline),
+    };
+    let details = ModelDetails {
+        zero_shot_method: match &engine {
+            Engine::Entailment(_) => Some(ZeroShotMethod::Entailment),
+            Engine::ZeroShot(_) => Some(ZeroShotMethod::Embedding),
+            Engine::Pipeline(_) => None,
+        },
+        ..details
     };
     Ok((PipelineRunner::new(engine, entry.task)?, details))
 }
@@ -313,6 +336,7 @@ fn describe(model: &Model) -> ModelDetails {
         dir: model.dir.clone(),
         card,
         metrics,
+        zero_shot_method: None,
     }
 }
 
@@ -357,6 +381,7 @@ type TokenCounter = Box<dyn Fn(&str) -> usize + Send>;
 enum Engine {
     Pipeline(Pipeline),
     ZeroShot(EmbeddingZeroShot),
+    Entailment(EntailmentZeroShot),
 }
 
 impl Engine {
@@ -364,6 +389,7 @@ impl Engine {
         match self {
             Engine::Pipeline(p) => p,
             Engine::ZeroShot(z) => z.pipeline(),
+            Engine::Entailment(z) => z.pipeline(),
         }
     }
 }
@@ -432,7 +458,20 @@ impl Runner for PipelineRunner {
 
     fn run(&mut self, key: &BatchKey, inputs: &[&JobInput]) -> Vec<JobResult> {
         let pipeline = match &self.engine {
-            Engine::ZeroShot(z) => return zero_shot_batch(z, inputs),
+            Engine::ZeroShot(z) => {
+                return zero_shot_batch(inputs, |texts, q| {
+                    z.classify(texts, &q.labels, q.multi_label)
+                })
+            }
+            Engine::Entailment(z) => {
+                return zero_shot_batch(inputs, |texts, q| {
+                    let template = q
+                        .hypothesis_template
+                        .as_deref()
+                        .unwrap_or_else(|| default_template(&q.labels));
+                    z.classify(texts, &q.labels, template, q.multi_label)
+                })
+            }
             Engine::Pipeline(p) => p,
         };
         match self.task {
@@ -482,7 +521,10 @@ impl Runner for PipelineRunner {
 
 /// Zero-shot jobs of one batch: the documents of each request together (one set of labels),
 /// every document through the encoder once.
-fn zero_shot_batch(z: &EmbeddingZeroShot, inputs: &[&JobInput]) -> Vec<JobResult> {
+fn zero_shot_batch(
+    inputs: &[&JobInput],
+    classify: impl Fn(&[&str], &ZeroShotQuery) -> Result<ZeroShotResults, TaskError>,
+) -> Vec<JobResult> {
     let mut out: Vec<Option<JobResult>> = vec![None; inputs.len()];
     let mut done = vec![false; inputs.len()];
     for i in 0..inputs.len() {
@@ -506,7 +548,7 @@ fn zero_shot_batch(z: &EmbeddingZeroShot, inputs: &[&JobInput]) -> Vec<JobResult
             })
             .collect();
         let texts: Vec<&str> = group.iter().map(|&j| &*inputs[j].text).collect();
-        match z.classify(&texts, &query.labels, query.multi_label) {
+        match classify(&texts, query) {
             Ok(results) => {
                 for (&j, r) in group.iter().zip(results) {
                     out[j] = Some(

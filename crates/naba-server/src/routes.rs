@@ -9,7 +9,9 @@ use crate::error::{ApiError, ApiJson, BodyLimit, ErrorBody};
 use crate::metrics::Metrics;
 use crate::middleware::{self, IdMaker, REQUEST_ID};
 use crate::page;
+use crate::registry::ModelHandle;
 use crate::registry::Registry;
+use crate::schema::ZeroShotMethod;
 use crate::schema::{
     AnalyzeRequest, AnalyzeResponse, HealthResponse, ModelChoice, ModelInfo, ModelStatus,
     ModelsResponse, ReadyResponse, TaskRequest, ZeroShotRequest, ZeroShotResponse,
@@ -341,10 +343,27 @@ async fn zero_shot(
         ));
     }
     let labels = analysis::zero_shot_labels(req.labels)?;
-    let model = state.registry.find(Task::ZeroShot, req.model.as_deref())?;
+    let model = zero_shot_model(&state, req.model.as_deref(), req.method)?;
+    let method = model.details.get().and_then(|d| d.zero_shot_method);
+    if let Some(t) = &req.hypothesis_template {
+        if method != Some(ZeroShotMethod::Entailment) {
+            return Err(ApiError::unprocessable(
+                "invalid_option",
+                "`hypothesis_template` is read by entailment models only; this one scores by \
+                 embedding",
+            ));
+        }
+        if t.matches("{}").count() != 1 {
+            return Err(ApiError::unprocessable(
+                "invalid_option",
+                "`hypothesis_template` must hold `{}` once, where the label goes",
+            ));
+        }
+    }
     let query = Arc::new(ZeroShotQuery {
         labels,
         multi_label: req.multi_label,
+        hypothesis_template: req.hypothesis_template,
     });
     let timeout = state.config.request_timeout();
     match tokio::time::timeout(timeout, analysis::zero_shot(docs, model, query, req.top_k)).await {
@@ -359,6 +378,65 @@ async fn zero_shot(
         )
         .with_retry_after(5)),
     }
+}
+
+fn method_name(m: ZeroShotMethod) -> &'static str {
+    match m {
+        ZeroShotMethod::Embedding => "embedding",
+        ZeroShotMethod::Entailment => "entailment",
+    }
+}
+
+/// The zero-shot model named, else the default one of `method`, else the default one.
+fn zero_shot_model(
+    state: &AppState,
+    name: Option<&str>,
+    method: Option<ZeroShotMethod>,
+) -> Result<Arc<ModelHandle>, ApiError> {
+    let method_of = |m: &ModelHandle| m.details.get().and_then(|d| d.zero_shot_method);
+    let model = match (name, method) {
+        (None, Some(method)) => {
+            let of_method: Vec<&Arc<ModelHandle>> = state
+                .registry
+                .models()
+                .iter()
+                .filter(|m| m.task() == Task::ZeroShot && method_of(m) == Some(method))
+                .collect();
+            match of_method
+                .iter()
+                .find(|m| m.is_default)
+                .or(of_method.first())
+            {
+                Some(m) => Arc::clone(m),
+                None => {
+                    return Err(ApiError::unprocessable(
+                        "task_unavailable",
+                        format!(
+                            "this server has no zero-shot model that scores by {}; start one \
+                             with --zero-shot-model (base for embedding, an NLI checkpoint for \
+                             entailment)",
+                            method_name(method)
+                        ),
+                    ))
+                }
+            }
+        }
+        (name, _) => state.registry.find(Task::ZeroShot, name)?,
+    };
+    if let (Some(want), Some(has)) = (method, method_of(&model)) {
+        if want != has {
+            return Err(ApiError::unprocessable(
+                "invalid_option",
+                format!(
+                    "model `{}` scores by {}, not by {}",
+                    model.name(),
+                    method_name(has),
+                    method_name(want)
+                ),
+            ));
+        }
+    }
+    Ok(model)
 }
 
 /// The models this server runs.
@@ -393,6 +471,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<ModelsResponse> {
                     _ => None,
                 },
                 queue_depth: m.batcher.queue_depth(),
+                zero_shot_method: d.and_then(|d| d.zero_shot_method),
             }
         })
         .collect();

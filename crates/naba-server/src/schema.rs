@@ -244,6 +244,9 @@ pub struct ModelInfo {
     pub error: Option<String>,
     /// Documents waiting for this model now.
     pub queue_depth: usize,
+    /// Zero-shot models: `embedding` or `entailment`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_shot_method: Option<ZeroShotMethod>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -282,8 +285,21 @@ pub struct ZeroShotRequest {
     pub multi_label: bool,
     /// Labels to return, best first (at least 1); default all.
     pub top_k: Option<usize>,
+    /// `embedding` or `entailment`: picks the server's zero-shot model of that method (see
+    /// `/v1/models`); default: the default zero-shot model, whichever it is.
+    pub method: Option<ZeroShotMethod>,
+    /// Entailment: the hypothesis with `{}` where the label goes; default `هذا النص عن {}.`
+    /// for Arabic labels, else `This example is {}.`.
+    pub hypothesis_template: Option<String>,
     /// The zero-shot model's name; the server's default when absent.
     pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroShotMethod {
+    Embedding,
+    Entailment,
 }
 
 /// A candidate label: its name, or its name with descriptions to match it by.
@@ -303,6 +319,7 @@ pub struct ZeroShotResponse {
     pub documents: Vec<ZeroShotResult>,
     /// The model that answered.
     pub model: String,
+    pub method: ZeroShotMethod,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -315,6 +332,7 @@ pub struct ZeroShotResult {
     /// 0.016), fitted on the ASND dev split.
     pub labels: Vec<LabelOut>,
     pub multi_label: bool,
-    /// Windows the text was read in (long texts are never truncated).
+    /// Windows the text was read in (long texts are never truncated; an entailment model reads
+    /// one window, the premise cut to fit, as transformers does).
     pub windows: usize,
 }

@@ -787,11 +787,10 @@ fn check_evidence(text: &str, stance: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_shot_scores_the_labels_a_request_names() {
     let mut cfg = config();
-    cfg.models.push(common::entry(
-        "zs",
-        naba_server::Task::ZeroShot,
-        "bert-seq-cls",
-    ));
+    // A tiny encoder read for its hidden states only (its head is ignored).
+    let mut zs = common::entry("zs", naba_server::Task::ZeroShot, "bert-seq-cls");
+    zs.method = Some(naba_server::schema::ZeroShotMethod::Embedding);
+    cfg.models.push(zs);
     let server = TestServer::start(cfg).await;
     let labels = json!(["رياضة", "اقتصاد", {"name": "سياسة", "descriptions": ["أخبار السياسة", "حكومة وانتخابات"]}]);
     let (status, body) = post(
@@ -905,5 +904,48 @@ async fn without_a_zero_shot_model_the_route_says_how_to_get_one() {
             .is_some_and(|m| m.contains("--zero-shot-model base")),
         "{body}"
     );
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_shot_by_entailment_reads_the_template_and_methods_pick_models() {
+    let mut cfg = config();
+    // A tiny encoder read for its hidden states only (its head is ignored).
+    let mut zs = common::entry("zs", naba_server::Task::ZeroShot, "bert-seq-cls");
+    zs.method = Some(naba_server::schema::ZeroShotMethod::Embedding);
+    cfg.models.push(zs);
+    let mut nli = common::entry("nli", naba_server::Task::ZeroShot, "x");
+    nli.path = format!(
+        "{}/../naba-tasks/tests/fixtures/nli/bert-nli",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    cfg.models.push(nli);
+    let server = TestServer::start(cfg).await;
+    let ask = |body: Value| post(&server, "/v1/zero-shot", body);
+    let (status, body) = ask(
+        json!({"text": "The bank raised rates.", "labels": ["sport", "economy"],
+        "method": "entailment", "hypothesis_template": "This text is about {}."}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "nli");
+    assert_eq!(body["method"], "entailment");
+    let (status, body) =
+        ask(json!({"text": "نص", "labels": ["a", "b"], "method": "embedding"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "zs");
+    assert_eq!(body["method"], "embedding");
+    let (status, body) = ask(json!({"text": "نص", "labels": ["a", "b"], "model": "zs",
+        "hypothesis_template": "about {}"}))
+    .await;
+    assert_error(status, &body, 422, "invalid_option");
+    let (status, body) = ask(json!({"text": "نص", "labels": ["a", "b"], "model": "nli",
+        "hypothesis_template": "no placeholder"}))
+    .await;
+    assert_error(status, &body, 422, "invalid_option");
+    let (status, body) = ask(json!({"text": "نص", "labels": ["a", "b"], "model": "zs",
+        "method": "entailment"}))
+    .await;
+    assert_error(status, &body, 422, "invalid_option");
     server.stop().await.expect("clean stop");
 }

@@ -29,6 +29,7 @@ pub fn entry(name: &str, task: Task, fixture_name: &str) -> ModelEntry {
         default: false,
         stride: None,
         window: None,
+        method: None,
     }
 }
 
