@@ -96,7 +96,11 @@ fn the_page_analyses_the_demo_in_headless_chromium() {
         .enable_all()
         .build()
         .expect("runtime");
-    let server = rt.block_on(TestServer::start(config()));
+    let mut cfg = config();
+    let mut zs = common::entry("zs", naba_server::Task::ZeroShot, "bert-seq-cls");
+    zs.method = Some(naba_server::schema::ZeroShotMethod::Embedding);
+    cfg.models.push(zs);
+    let server = rt.block_on(TestServer::start(cfg));
     let url = server.url("/?demo=1");
 
     let dom = chromium(&bin, &url, &["--dump-dom".to_string()]);
@@ -134,6 +138,11 @@ fn the_page_analyses_the_demo_in_headless_chromium() {
     assert!(
         dom.contains("<span class=\"raw\">"),
         "the model's own label is shown beside its Arabic name"
+    );
+    assert!(
+        dom.contains("<div id=\"zs-box\" class=\"\">")
+            && dom.contains("<div id=\"zs\" class=\"labels\"><span class=\"best\">"),
+        "the demo's own labels are scored zero-shot"
     );
 
     let shot = PathBuf::from(concat!(
