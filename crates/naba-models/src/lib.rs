@@ -6,6 +6,7 @@
 //! hidden states and logits.
 
 pub mod config;
+pub mod deberta;
 pub mod device;
 pub mod encoder;
 mod error;

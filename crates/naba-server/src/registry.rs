@@ -389,7 +389,7 @@ impl Engine {
         match self {
             Engine::Pipeline(p) => p,
             Engine::ZeroShot(z) => z.pipeline(),
-            Engine::Entailment(z) => z.pipeline(),
+            Engine::Entailment(z) => z.model(),
         }
     }
 }

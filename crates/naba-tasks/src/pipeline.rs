@@ -167,6 +167,81 @@ pub struct ClassifyInput<'a> {
     pub target: Option<&'a str>,
 }
 
+/// A (first, second) pair in one window of `window` tokens, the `truncate` side cut from the
+/// right to fit; no overflow windows.
+pub(crate) fn encode_pair_truncated(
+    tokenizer: &tokenizers::Tokenizer,
+    window: usize,
+    a: &str,
+    b: &str,
+    truncate: PairSide,
+) -> Result<Encoding, TaskError> {
+    if a.trim().is_empty() || b.trim().is_empty() {
+        return Err(TaskError::EmptyText);
+    }
+    let tok = |e: tokenizers::Error| TaskError::Tokenizer(e.to_string());
+    let mut first = tokenizer.encode_char_offsets(a, false).map_err(tok)?;
+    let mut second = tokenizer.encode_char_offsets(b, false).map_err(tok)?;
+    second.set_type_ids(vec![1; second.len()]);
+    let specials = tokenizer
+        .get_post_processor()
+        .map_or(4, |p| p.added_tokens(true));
+    let (cut, kept) = match truncate {
+        PairSide::First => (&mut first, second.len()),
+        PairSide::Second => (&mut second, first.len()),
+    };
+    let room = window.saturating_sub(specials + kept);
+    if room == 0 {
+        return Err(TaskError::TargetTooLong {
+            target: kept,
+            window,
+        });
+    }
+    if cut.len() > room {
+        cut.truncate(room, 0, TruncationDirection::Right);
+        cut.take_overflowing();
+    }
+    tokenizer
+        .post_process(first, Some(second), true)
+        .map_err(tok)
+}
+
+/// Runs encodings through `run` longest first in batches of `batch`; one result per encoding,
+/// in input order.
+pub(crate) fn batched_logits(
+    encoded: Vec<Result<Encoding, TaskError>>,
+    batch: usize,
+    run: impl Fn(&[&Encoding]) -> Result<Vec<Vec<f32>>, String>,
+) -> Vec<Result<Vec<f32>, TaskError>> {
+    let mut order: Vec<usize> = (0..encoded.len()).filter(|&i| encoded[i].is_ok()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].as_ref().map_or(0, Encoding::len)));
+    let mut out: Vec<Option<Result<Vec<f32>, TaskError>>> = encoded
+        .iter()
+        .map(|e| e.as_ref().err().map(|e| Err(clone_error(e))))
+        .collect();
+    for chunk in order.chunks(batch.max(1)) {
+        let encs: Vec<&Encoding> = chunk
+            .iter()
+            .filter_map(|&i| encoded[i].as_ref().ok())
+            .collect();
+        match run(&encs) {
+            Ok(rows) => {
+                for (&i, row) in chunk.iter().zip(rows) {
+                    out[i] = Some(Ok(row));
+                }
+            }
+            Err(e) => {
+                for &i in chunk {
+                    out[i] = Some(Err(TaskError::Tokenizer(format!("model run failed: {e}"))));
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or(Err(TaskError::EmptyText)))
+        .collect()
+}
+
 /// Which side of a text pair gives way when the pair is longer than the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PairSide {
@@ -672,74 +747,18 @@ impl Pipeline {
         let encoded: Vec<Result<Encoding, TaskError>> = pairs
             .iter()
             .map(|(a, b)| {
-                self.encode_pair_truncated(
+                encode_pair_truncated(
+                    &self.model.tokenizer,
+                    self.window,
                     &format!("{prefix}{a}"),
                     &format!("{prefix}{b}"),
                     truncate,
                 )
             })
             .collect();
-        let mut order: Vec<usize> = (0..pairs.len()).filter(|&i| encoded[i].is_ok()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encoded[i].as_ref().map_or(0, Encoding::len)));
-        let mut out: Vec<Option<Result<Vec<f32>, TaskError>>> = encoded
-            .iter()
-            .map(|e| e.as_ref().err().map(|e| Err(clone_error(e))))
-            .collect();
-        for chunk in order.chunks(self.batch_size) {
-            let encs = chunk.iter().filter_map(|&i| encoded[i].as_ref().ok());
-            match self.logits(encs) {
-                Ok(rows) => {
-                    for (&i, row) in chunk.iter().zip(rows) {
-                        out[i] = Some(Ok(row));
-                    }
-                }
-                Err(e) => {
-                    for &i in chunk {
-                        out[i] = Some(Err(TaskError::Tokenizer(format!("model run failed: {e}"))));
-                    }
-                }
-            }
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err(TaskError::EmptyText)))
-            .collect()
-    }
-
-    fn encode_pair_truncated(
-        &self,
-        a: &str,
-        b: &str,
-        truncate: PairSide,
-    ) -> Result<Encoding, TaskError> {
-        if a.trim().is_empty() || b.trim().is_empty() {
-            return Err(TaskError::EmptyText);
-        }
-        let tok = |e: tokenizers::Error| TaskError::Tokenizer(e.to_string());
-        let tokenizer = &self.model.tokenizer;
-        let mut first = tokenizer.encode_char_offsets(a, false).map_err(tok)?;
-        let mut second = tokenizer.encode_char_offsets(b, false).map_err(tok)?;
-        second.set_type_ids(vec![1; second.len()]);
-        let specials = tokenizer
-            .get_post_processor()
-            .map_or(4, |p| p.added_tokens(true));
-        let (cut, kept) = match truncate {
-            PairSide::First => (&mut first, second.len()),
-            PairSide::Second => (&mut second, first.len()),
-        };
-        let room = self.window.saturating_sub(specials + kept);
-        if room == 0 {
-            return Err(TaskError::TargetTooLong {
-                target: kept,
-                window: self.window,
-            });
-        }
-        if cut.len() > room {
-            cut.truncate(room, 0, TruncationDirection::Right);
-            cut.take_overflowing();
-        }
-        tokenizer
-            .post_process(first, Some(second), true)
-            .map_err(tok)
+        batched_logits(encoded, self.batch_size, |encs| {
+            self.logits(encs.iter().copied()).map_err(|e| e.to_string())
+        })
     }
 
     /// Logits of one batch of windows (as [`Pipeline::windows`] makes them), real tokens

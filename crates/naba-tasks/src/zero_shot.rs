@@ -10,8 +10,9 @@
 //! The constants were fitted on dev splits only (see [`Calibration::E5_SMALL`]). Label
 //! embeddings are cached: a service asks about the same labels again and again.
 
-use crate::pipeline::{PairSide, Pipeline, TaskError};
+use crate::pipeline::{batched_logits, encode_pair_truncated, PairSide, Pipeline, TaskError};
 use crate::scores::LabelScore;
+use naba_models::deberta::DebertaClassifier;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -192,22 +193,71 @@ pub fn default_template(labels: &[ZeroShotLabel]) -> &'static str {
 /// NLI checkpoint (labels `entailment` / `contradiction`, in any order, read from `id2label`;
 /// the text is the premise, read first) or a naba stance model (`agree` as entailment,
 /// `disagree` as contradiction; the hypothesis goes first, as its targets do).
-pub struct EntailmentZeroShot {
-    pipeline: Pipeline,
+pub struct EntailmentZeroShot<P: PairClassifier = Pipeline> {
+    model: P,
     entail: usize,
     contradict: usize,
     hypothesis_first: bool,
 }
 
-impl EntailmentZeroShot {
-    pub fn new(pipeline: Pipeline) -> Result<Self, TaskError> {
-        let labels: Vec<String> = pipeline
-            .model()
-            .config
-            .labels
+/// A sequence-pair classifier entailment can run on: a naba pipeline (BERT, XLM-R), or a
+/// DeBERTa-v2 on candle-transformers.
+pub trait PairClassifier {
+    fn name(&self) -> &str;
+    /// `id2label`, in id order.
+    fn labels(&self) -> &[String];
+    fn pair_logits(
+        &self,
+        pairs: &[(&str, &str)],
+        truncate: PairSide,
+    ) -> Vec<Result<Vec<f32>, TaskError>>;
+}
+
+impl PairClassifier for Pipeline {
+    fn name(&self) -> &str {
+        &self.model().name
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.model().config.labels
+    }
+
+    fn pair_logits(
+        &self,
+        pairs: &[(&str, &str)],
+        truncate: PairSide,
+    ) -> Vec<Result<Vec<f32>, TaskError>> {
+        Pipeline::pair_logits(self, pairs, truncate)
+    }
+}
+
+impl PairClassifier for DebertaClassifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn pair_logits(
+        &self,
+        pairs: &[(&str, &str)],
+        truncate: PairSide,
+    ) -> Vec<Result<Vec<f32>, TaskError>> {
+        let encoded = pairs
             .iter()
-            .map(|l| l.to_lowercase())
+            .map(|(a, b)| encode_pair_truncated(&self.tokenizer, self.max_tokens, a, b, truncate))
             .collect();
+        batched_logits(encoded, 16, |encs| {
+            self.logits(encs).map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl<P: PairClassifier> EntailmentZeroShot<P> {
+    pub fn new(model: P) -> Result<Self, TaskError> {
+        let labels: Vec<String> = model.labels().iter().map(|l| l.to_lowercase()).collect();
         let find = |pred: &dyn Fn(&str) -> bool| labels.iter().position(|l| pred(l));
         let nli = (
             find(&|l| l.starts_with("entail")),
@@ -222,21 +272,21 @@ impl EntailmentZeroShot {
                     "model `{}` has the labels {:?}: entailment zero-shot needs an NLI model \
                      (entailment and contradiction labels) or a naba stance model (agree and \
                      disagree)",
-                    pipeline.model().name,
-                    pipeline.model().config.labels
+                    model.name(),
+                    model.labels()
                 )))
             }
         };
         Ok(Self {
-            pipeline,
+            model,
             entail,
             contradict,
             hypothesis_first,
         })
     }
 
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+    pub fn model(&self) -> &P {
+        &self.model
     }
 
     /// Scores of `labels` for each text under `template` (with one `{}` for the label).
@@ -276,7 +326,7 @@ impl EntailmentZeroShot {
         } else {
             PairSide::First
         };
-        let mut logits = self.pipeline.pair_logits(&pairs, side).into_iter();
+        let mut logits = self.model.pair_logits(&pairs, side).into_iter();
         let mut out = Vec::with_capacity(texts.len());
         for _ in texts {
             let rows: Result<Vec<Vec<f32>>, TaskError> = (&mut logits).take(labels.len()).collect();

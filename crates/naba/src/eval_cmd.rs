@@ -9,10 +9,12 @@ use naba_eval::{
     BootstrapConfig, ClassPrediction, ClassificationCorpus, ColumnOptions, ConllOptions,
     DataFormat, EvalOptions, LabelMap, Report, RunInfo, RunStats, Shard, ShardPart,
 };
+use naba_models::deberta::DebertaClassifier;
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model};
 use naba_tasks::aggregate::{AggregationStrategy, Decoding};
 use naba_tasks::zero_shot::{
-    default_template, Calibration, EmbeddingZeroShot, EntailmentZeroShot, ZeroShotOutput,
+    default_template, Calibration, EmbeddingZeroShot, EntailmentZeroShot, PairClassifier,
+    ZeroShotLabel, ZeroShotOutput,
 };
 use naba_tasks::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
@@ -422,10 +424,32 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
             Some(labels)
         }
     };
-    let pipeline = load_pipeline(job, run)?;
+    // DeBERTa-v2 NLI models run on candle-transformers, outside naba's pipelines.
+    let deberta = match &zero_shot {
+        Some(_) if entailment(run) && naba_models::deberta::is_deberta(Path::new(&job.model)) => {
+            let device = run.device.open()?;
+            Some(DebertaClassifier::load(Path::new(&job.model), &device)?)
+        }
+        _ => None,
+    };
+    let pipeline = match deberta {
+        Some(_) => None,
+        None => Some(load_pipeline(job, run)?),
+    };
+    let the_pipeline = || {
+        pipeline
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("a DeBERTa model only evaluates zero-shot entailment"))
+    };
     let labels: BTreeSet<String> = match &zero_shot {
         Some(zs) => zs.iter().map(|l| l.name.clone()).collect(),
-        None => pipeline.model().config.labels.iter().cloned().collect(),
+        None => the_pipeline()?
+            .model()
+            .config
+            .labels
+            .iter()
+            .cloned()
+            .collect(),
     };
     let mut info = RunInfo::new(&job.model, job.data.display().to_string());
     if let Some(path) = &run.zero_shot_labels {
@@ -482,7 +506,7 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
             .sample(run.limit, run.seed);
             let pack_words = run
                 .pack_words
-                .or(pipeline.model().config.naba.pack_words)
+                .or(the_pipeline()?.model().config.naba.pack_words)
                 .unwrap_or(0);
             // Passages are cut over the whole job and dealt out a model call's worth at a time,
             // so a sharded sentence is read with the same neighbours, in the same batch, as in
@@ -523,7 +547,7 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
                 ("aggregation".to_string(), run.aggregation.to_string()),
                 ("pack_words".to_string(), pack_words.to_string()),
             ]);
-            let (tags, timings) = predict_ner(&pipeline, &corpus.sentences, &groups, run)?;
+            let (tags, timings) = predict_ner(the_pipeline()?, &corpus.sentences, &groups, run)?;
             opts.run = Some(RunStats::from_timings(
                 &timings,
                 corpus.token_count() as u64,
@@ -569,22 +593,39 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
                 None => corpus,
             };
             let (preds, timings, words) = match zero_shot {
-                None => predict_classes(&|i, o| pipeline.classify(i, o), &corpus, run)?,
+                None => {
+                    let pipeline = the_pipeline()?;
+                    predict_classes(&|i, o| pipeline.classify(i, o), &corpus, run)?
+                }
                 Some(labels) if entailment(run) => {
-                    let zs = EntailmentZeroShot::new(pipeline)?;
                     let template = run
                         .hypothesis_template
                         .clone()
                         .unwrap_or_else(|| default_template(&labels).to_string());
                     info.settings
                         .insert("hypothesis_template".to_string(), template.clone());
-                    let classify = |inputs: &[ClassifyInput], _: &ClassifyOptions| {
-                        let texts: Vec<&str> = inputs.iter().map(|i| i.text).collect();
-                        as_outputs(zs.classify(&texts, &labels, &template, false), inputs.len())
-                    };
-                    predict_classes(&classify, &corpus, run)?
+                    match (deberta, pipeline) {
+                        (Some(model), _) => entail_classes(
+                            &EntailmentZeroShot::new(model)?,
+                            &labels,
+                            &template,
+                            &corpus,
+                            run,
+                        )?,
+                        (None, Some(model)) => entail_classes(
+                            &EntailmentZeroShot::new(model)?,
+                            &labels,
+                            &template,
+                            &corpus,
+                            run,
+                        )?,
+                        (None, None) => bail!("no model loaded"),
+                    }
                 }
                 Some(labels) => {
+                    let Some(pipeline) = pipeline else {
+                        bail!("a DeBERTa model only evaluates zero-shot entailment");
+                    };
                     let zs = EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL);
                     let classify = |inputs: &[ClassifyInput], _: &ClassifyOptions| {
                         let texts: Vec<&str> = inputs.iter().map(|i| i.text).collect();
@@ -726,6 +767,21 @@ fn passages(sentences: &[naba_eval::NerSentence], max_words: usize) -> Vec<std::
         }
     }
     out
+}
+
+/// Entailment zero-shot over a classification corpus, on any pair classifier.
+fn entail_classes<P: PairClassifier>(
+    zs: &EntailmentZeroShot<P>,
+    labels: &[ZeroShotLabel],
+    template: &str,
+    corpus: &ClassificationCorpus,
+    run: &RunArgs,
+) -> Result<(Vec<ClassPrediction>, Vec<Duration>, u64)> {
+    let classify = |inputs: &[ClassifyInput], _: &ClassifyOptions| {
+        let texts: Vec<&str> = inputs.iter().map(|i| i.text).collect();
+        as_outputs(zs.classify(&texts, labels, template, false), inputs.len())
+    };
+    predict_classes(&classify, corpus, run)
 }
 
 fn entailment(run: &RunArgs) -> bool {

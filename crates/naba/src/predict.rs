@@ -3,9 +3,11 @@
 use crate::input::{read_docs, Doc, Format};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use naba_models::deberta::DebertaClassifier;
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model, BASE_MODEL_NAME};
 use naba_tasks::zero_shot::{
-    self, Calibration, EmbeddingZeroShot, EntailmentZeroShot, ZeroShotLabel, ZeroShotOutput,
+    self, Calibration, EmbeddingZeroShot, EntailmentZeroShot, PairClassifier, ZeroShotLabel,
+    ZeroShotOutput,
 };
 use naba_tasks::{
     aggregate::{AggregationStrategy, Decoding},
@@ -190,45 +192,16 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
     };
     let device = args.device.open()?;
     let dtype = parse_dtype(&args.dtype, &device)?;
-    let model = Model::load(
-        &spec,
-        &LoadOptions {
-            device,
-            dtype,
-            revision: args.revision.clone(),
-            // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
-            // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
-            dequantize: args.task == Task::ZeroShot && args.method == ZeroShotMethod::Embedding,
-            head_hint: match args.task {
-                Task::Ner => Some(HeadKind::TokenClassification),
-                Task::Topic | Task::Stance => Some(HeadKind::SequenceClassification),
-                Task::ZeroShot if args.method == ZeroShotMethod::Entailment => {
-                    Some(HeadKind::SequenceClassification)
-                }
-                Task::ZeroShot => None,
-            },
-            ..LoadOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot load model `{spec}`"))?;
-    check_head(&model, args.task)?;
-    let pipeline = Pipeline::new(
-        model,
-        &PipelineOptions {
-            stride: args.stride,
-            batch_size: args.batch_size,
-            max_chars: args.max_chars,
-            window: args.window,
-        },
-    )?;
-    let labeller = match (args.task, args.method) {
-        (Task::ZeroShot, ZeroShotMethod::Entailment) => {
-            Labeller::Entailment(EntailmentZeroShot::new(pipeline)?)
-        }
-        (Task::ZeroShot, ZeroShotMethod::Embedding) => {
-            Labeller::ZeroShot(EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL))
-        }
-        _ => Labeller::Pipeline(pipeline),
+    // DeBERTa-v2 NLI models run on candle-transformers, outside naba's pipelines.
+    let labeller = if args.task == Task::ZeroShot
+        && args.method == ZeroShotMethod::Entailment
+        && naba_models::deberta::is_deberta(std::path::Path::new(&spec))
+    {
+        let model = DebertaClassifier::load(std::path::Path::new(&spec), &device)
+            .with_context(|| format!("cannot load model `{spec}`"))?;
+        Labeller::EntailmentDeberta(Box::new(EntailmentZeroShot::new(model)?))
+    } else {
+        load_labeller(&spec, &args, device, dtype)?
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -242,18 +215,8 @@ pub fn run(args: PredictArgs) -> Result<ExitCode> {
                 &labels,
                 &args,
             )?,
-            Labeller::Entailment(z) => {
-                let template = args
-                    .hypothesis_template
-                    .as_deref()
-                    .unwrap_or_else(|| zero_shot::default_template(&labels));
-                zero_shot_chunk(
-                    |texts| z.classify(texts, &labels, template, args.multi_label),
-                    chunk,
-                    &labels,
-                    &args,
-                )?
-            }
+            Labeller::Entailment(z) => entail_chunk(z, chunk, &labels, &args)?,
+            Labeller::EntailmentDeberta(z) => entail_chunk(z, chunk, &labels, &args)?,
         };
         for (k, (doc, line)) in chunk.iter().zip(results).enumerate() {
             let mut line = match line {
@@ -313,11 +276,61 @@ fn validate(docs: &[Doc], args: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// Loads a naba model as a pipeline and wraps it for the task.
+fn load_labeller(
+    spec: &str,
+    args: &PredictArgs,
+    device: candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<Labeller> {
+    let model = Model::load(
+        spec,
+        &LoadOptions {
+            device,
+            dtype,
+            revision: args.revision.clone(),
+            // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
+            // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
+            dequantize: args.task == Task::ZeroShot && args.method == ZeroShotMethod::Embedding,
+            head_hint: match args.task {
+                Task::Ner => Some(HeadKind::TokenClassification),
+                Task::Topic | Task::Stance => Some(HeadKind::SequenceClassification),
+                Task::ZeroShot if args.method == ZeroShotMethod::Entailment => {
+                    Some(HeadKind::SequenceClassification)
+                }
+                Task::ZeroShot => None,
+            },
+            ..LoadOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot load model `{spec}`"))?;
+    check_head(&model, args.task)?;
+    let pipeline = Pipeline::new(
+        model,
+        &PipelineOptions {
+            stride: args.stride,
+            batch_size: args.batch_size,
+            max_chars: args.max_chars,
+            window: args.window,
+        },
+    )?;
+    Ok(match (args.task, args.method) {
+        (Task::ZeroShot, ZeroShotMethod::Entailment) => {
+            Labeller::Entailment(EntailmentZeroShot::new(pipeline)?)
+        }
+        (Task::ZeroShot, ZeroShotMethod::Embedding) => {
+            Labeller::ZeroShot(EmbeddingZeroShot::new(pipeline, Calibration::E5_SMALL))
+        }
+        _ => Labeller::Pipeline(pipeline),
+    })
+}
+
 /// What answers: a task pipeline, or zero-shot over the base encoder.
 enum Labeller {
     Pipeline(Pipeline),
     ZeroShot(EmbeddingZeroShot),
     Entailment(EntailmentZeroShot),
+    EntailmentDeberta(Box<EntailmentZeroShot<DebertaClassifier>>),
 }
 
 /// The zero-shot model: the one given, else the installed base encoder.
@@ -370,6 +383,24 @@ fn zero_shot_labels(args: &PredictArgs) -> Result<Vec<ZeroShotLabel>> {
     };
     zero_shot::check_labels(&labels).map_err(|e| anyhow::anyhow!("zero-shot labels: {e}"))?;
     Ok(labels)
+}
+
+fn entail_chunk<P: PairClassifier>(
+    z: &EntailmentZeroShot<P>,
+    docs: &[Doc],
+    labels: &[ZeroShotLabel],
+    args: &PredictArgs,
+) -> Result<Vec<Result<serde_json::Value>>> {
+    let template = args
+        .hypothesis_template
+        .as_deref()
+        .unwrap_or_else(|| zero_shot::default_template(labels));
+    zero_shot_chunk(
+        |texts| z.classify(texts, labels, template, args.multi_label),
+        docs,
+        labels,
+        args,
+    )
 }
 
 type ZeroShotResults = Vec<Result<ZeroShotOutput, naba_tasks::TaskError>>;

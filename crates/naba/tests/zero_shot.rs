@@ -171,3 +171,48 @@ fn entailment_takes_an_nli_model_and_a_template() {
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("NLI model"));
 }
+
+#[test]
+fn a_deberta_nli_model_answers_as_transformers_does() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../naba-tasks/tests/fixtures/nli");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).expect("expected.json"),
+    )
+    .expect("JSON");
+    let case = &expected["cases"]["deberta-nli"][0];
+    let labels: Vec<&str> = case["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    let model = dir.join("deberta-nli").to_string_lossy().into_owned();
+    let out = naba(&[
+        "predict",
+        "--task",
+        "zero-shot",
+        "--method",
+        "entailment",
+        "--model",
+        &model,
+        "--labels",
+        &labels.join(","),
+        "--hypothesis-template",
+        case["template"].as_str().expect("template"),
+        case["text"].as_str().expect("text"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
+            .expect("JSON");
+    for l in line["labels"].as_array().expect("labels") {
+        let label = l["label"].as_str().expect("label");
+        let want = case["scores"][label].as_f64().expect("expected score");
+        let got = l["score"].as_f64().expect("score");
+        assert!((got - want).abs() < 1e-4, "{label}: {got} against {want}");
+    }
+}
