@@ -11,9 +11,11 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::schema::ZeroShotMethod;
 use anyhow::{anyhow, bail, Context};
+use naba_models::deberta::DebertaClassifier;
 use naba_models::{parse_dtype, DeviceSpec, HeadKind, LoadOptions, Model, SourceKind};
 use naba_tasks::zero_shot::{
-    default_template, Calibration, EmbeddingZeroShot, EntailmentZeroShot, ZeroShotOutput,
+    default_template, Calibration, EmbeddingZeroShot, EntailmentZeroShot, PairClassifier,
+    ZeroShotOutput,
 };
 
 type ZeroShotResults = Vec<Result<ZeroShotOutput, TaskError>>;
@@ -239,6 +241,24 @@ fn load(
     pipe_opts: &PipelineOptions,
 ) -> anyhow::Result<(PipelineRunner, ModelDetails)> {
     tracing::info!(model = %entry.name, task = %entry.task, path = %entry.path, "loading model");
+    let dir = Path::new(&entry.path);
+    if entry.task == Task::ZeroShot && naba_models::deberta::is_deberta(dir) {
+        let model = DebertaClassifier::load(dir, &load_opts.device)
+            .with_context(|| format!("cannot load `{}`", entry.path))?;
+        let details = ModelDetails {
+            labels: model.labels.clone(),
+            base_encoder: Some("deberta-v2".into()),
+            version: None,
+            window_tokens: model.max_tokens,
+            source: format!("directory {}", dir.display()),
+            dir: dir.to_path_buf(),
+            card: None,
+            metrics: None,
+            zero_shot_method: Some(ZeroShotMethod::Entailment),
+        };
+        let engine = Engine::Deberta(Box::new(EntailmentZeroShot::new(model)?));
+        return Ok((PipelineRunner::new(engine, entry.task)?, details));
+    }
     let model = Model::load(&entry.path, load_opts)
         .with_context(|| format!("cannot load `{}`", entry.path))?;
     let wanted = match entry.task {
@@ -278,7 +298,7 @@ fn load(
     };
     let details = ModelDetails {
         zero_shot_method: match &engine {
-            Engine::Entailment(_) => Some(ZeroShotMethod::Entailment),
+            Engine::Entailment(_) | Engine::Deberta(_) => Some(ZeroShotMethod::Entailment),
             Engine::ZeroShot(_) => Some(ZeroShotMethod::Embedding),
             Engine::Pipeline(_) => None,
         },
@@ -382,15 +402,41 @@ enum Engine {
     Pipeline(Pipeline),
     ZeroShot(EmbeddingZeroShot),
     Entailment(EntailmentZeroShot),
+    /// A DeBERTa-v2 NLI model, on candle-transformers.
+    Deberta(Box<EntailmentZeroShot<DebertaClassifier>>),
 }
 
 impl Engine {
-    fn pipeline(&self) -> &Pipeline {
+    fn pipeline(&self) -> Option<&Pipeline> {
         match self {
-            Engine::Pipeline(p) => p,
-            Engine::ZeroShot(z) => z.pipeline(),
-            Engine::Entailment(z) => z.model(),
+            Engine::Pipeline(p) => Some(p),
+            Engine::ZeroShot(z) => Some(z.pipeline()),
+            Engine::Entailment(z) => Some(z.model()),
+            Engine::Deberta(_) => None,
         }
+    }
+
+    fn tokenizer(&self) -> &Arc<tokenizers::Tokenizer> {
+        match self {
+            Engine::Pipeline(p) => &p.model().tokenizer,
+            Engine::ZeroShot(z) => &z.pipeline().model().tokenizer,
+            Engine::Entailment(z) => &z.model().model().tokenizer,
+            Engine::Deberta(z) => &z.model().tokenizer,
+        }
+    }
+
+    /// Tokens per window, and tokens consecutive windows share.
+    fn window_and_stride(&self) -> (usize, usize) {
+        match (self, self.pipeline()) {
+            (_, Some(p)) => (p.window(), p.stride()),
+            (Engine::Deberta(z), None) => (z.model().max_tokens, 0),
+            (_, None) => (0, 0),
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        self.pipeline()
+            .map_or("", |p| p.model().config.naba.prefix.as_str())
     }
 }
 
@@ -406,16 +452,15 @@ struct PipelineRunner {
 
 impl PipelineRunner {
     fn new(engine: Engine, task: Task) -> anyhow::Result<Self> {
-        let pipeline = engine.pipeline();
         // The model's tokenizer neither truncates nor pads (naba_models::tokenizer::load clears
         // both), so it counts as is; the Arc shares it rather than copying 250k pieces.
-        let tok = std::sync::Arc::clone(&pipeline.model().tokenizer);
+        let tok = std::sync::Arc::clone(engine.tokenizer());
         let plain = |s: &str| tok.encode(s, false).map(|e| e.len()).unwrap_or(0);
         let single = tok.encode("a", true).map(|e| e.len()).unwrap_or(0);
         let pair = tok.encode(("a", "b"), true).map(|e| e.len()).unwrap_or(0);
         let specials_single = single.saturating_sub(plain("a"));
         let specials_pair = pair.saturating_sub(plain("a") + plain("b"));
-        let prefix_tokens = plain(&pipeline.model().config.naba.prefix);
+        let prefix_tokens = plain(engine.prefix());
         let count: TokenCounter =
             Box::new(move |s: &str| tok.encode(s, false).map(|e| e.len()).unwrap_or(s.len() / 2));
         Ok(Self {
@@ -436,10 +481,9 @@ impl Runner for PipelineRunner {
             Some(t) => ((self.count)(t) + self.prefix_tokens, self.specials_pair),
             None => (0, self.specials_single),
         };
-        let pipeline = self.engine.pipeline();
-        let window = pipeline.window();
+        let (window, stride) = self.engine.window_and_stride();
         let room = window.saturating_sub(specials + n_target).max(1);
-        let step = room.saturating_sub(pipeline.stride()).max(1);
+        let step = room.saturating_sub(stride).max(1);
         let windows = if n_text <= room {
             1
         } else {
@@ -463,15 +507,8 @@ impl Runner for PipelineRunner {
                     z.classify(texts, &q.labels, q.multi_label)
                 })
             }
-            Engine::Entailment(z) => {
-                return zero_shot_batch(inputs, |texts, q| {
-                    let template = q
-                        .hypothesis_template
-                        .as_deref()
-                        .unwrap_or_else(|| default_template(&q.labels));
-                    z.classify(texts, &q.labels, template, q.multi_label)
-                })
-            }
+            Engine::Entailment(z) => return entail_batch(z, inputs),
+            Engine::Deberta(z) => return entail_batch(z, inputs),
             Engine::Pipeline(p) => p,
         };
         match self.task {
@@ -517,6 +554,19 @@ impl Runner for PipelineRunner {
             }
         }
     }
+}
+
+fn entail_batch<P: PairClassifier>(
+    z: &EntailmentZeroShot<P>,
+    inputs: &[&JobInput],
+) -> Vec<JobResult> {
+    zero_shot_batch(inputs, |texts, q| {
+        let template = q
+            .hypothesis_template
+            .as_deref()
+            .unwrap_or_else(|| default_template(&q.labels));
+        z.classify(texts, &q.labels, template, q.multi_label)
+    })
 }
 
 /// Zero-shot jobs of one batch: the documents of each request together (one set of labels),

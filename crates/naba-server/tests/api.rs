@@ -920,6 +920,12 @@ async fn zero_shot_by_entailment_reads_the_template_and_methods_pick_models() {
         env!("CARGO_MANIFEST_DIR")
     );
     cfg.models.push(nli);
+    let mut deberta = common::entry("deberta", naba_server::Task::ZeroShot, "x");
+    deberta.path = format!(
+        "{}/../naba-tasks/tests/fixtures/nli/deberta-nli",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    cfg.models.push(deberta);
     let server = TestServer::start(cfg).await;
     let ask = |body: Value| post(&server, "/v1/zero-shot", body);
     let (status, body) = ask(
@@ -947,5 +953,20 @@ async fn zero_shot_by_entailment_reads_the_template_and_methods_pick_models() {
         "method": "entailment"}))
     .await;
     assert_error(status, &body, 422, "invalid_option");
+    // DeBERTa-v2 (candle-transformers) answers through the same queue.
+    let (status, body) = ask(
+        json!({"text": "The bank raised rates.", "labels": ["sport", "economy"],
+        "model": "deberta"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["method"], "entailment");
+    let scores: f64 = body["documents"][0]["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .filter_map(|l| l["score"].as_f64())
+        .sum();
+    assert!((scores - 1.0).abs() < 1e-4, "{body}");
     server.stop().await.expect("clean stop");
 }
