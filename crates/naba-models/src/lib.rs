@@ -1,6 +1,7 @@
 //! Model definitions on candle: the BERT / XLM-RoBERTa encoder whose linear layers hold dense or
 //! block-quantized weights, the task heads transformers defines, and loading from a Hugging
-//! Face-layout directory, the hub cache, or the base encoder's own 4-bit file.
+//! Face-layout directory, the hub cache, or the base encoder's own 4-bit file; and, for
+//! zero-shot entailment, DeBERTa-v2 NLI classifiers on candle-transformers ([`deberta`]).
 //!
 //! This crate knows nothing of tasks, what labels mean, windows or HTTP: it turns token ids into
 //! hidden states and logits.

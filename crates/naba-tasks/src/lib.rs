@@ -1,5 +1,6 @@
 //! Pipelines from text to labels: tokenise, window, run the encoder once, apply heads, and
-//! turn scores into labels and entities with Hugging Face semantics.
+//! turn scores into labels and entities with Hugging Face semantics; and zero-shot labels, by
+//! embeddings or by entailment ([`zero_shot`]).
 
 pub mod aggregate;
 pub mod pipeline;
