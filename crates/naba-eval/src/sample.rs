@@ -95,7 +95,12 @@ pub fn sample_in_order<T>(items: Vec<T>, limit: Option<usize>, seed: u64) -> Vec
         return items;
     };
     let keep = sample_indices(items.len(), limit, seed);
-    let mut wanted = keep.into_iter().peekable();
+    keep_positions(items, &keep)
+}
+
+/// Keeps the elements at `positions` (ascending) and drops the rest, without cloning.
+pub(crate) fn keep_positions<T>(items: Vec<T>, positions: &[usize]) -> Vec<T> {
+    let mut wanted = positions.iter().copied().peekable();
     items
         .into_iter()
         .enumerate()

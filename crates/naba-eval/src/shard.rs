@@ -228,23 +228,6 @@ pub enum JobItems<'a> {
     Ner(&'a NerCorpus),
 }
 
-/// Keeps the elements at `positions` (ascending) and drops the rest, without cloning.
-fn keep<T>(items: Vec<T>, positions: &[usize]) -> Vec<T> {
-    let mut wanted = positions.iter().copied().peekable();
-    items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            if wanted.peek() == Some(&i) {
-                wanted.next();
-                Some(item)
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
 impl ClassificationCorpus {
     /// Keeps this shard's examples, dealt in blocks of `block` (example `k` goes to shard
     /// `(k / block) mod N`), and says where they were. Call it after
@@ -255,7 +238,7 @@ impl ClassificationCorpus {
         let total = self.examples.len();
         let digest = job_digest(&JobItems::Classification(&self));
         let positions: Vec<usize> = (0..total).filter(|&k| shard.owns_item(k, block)).collect();
-        self.examples = keep(self.examples, &positions);
+        self.examples = crate::sample::keep_positions(self.examples, &positions);
         let part = ShardPart {
             shard,
             dealt: format!("blocks of {block} examples"),
@@ -288,7 +271,7 @@ impl NerCorpus {
             .flat_map(|(_, r)| r.clone())
             .filter(|&k| k < total)
             .collect();
-        self.sentences = keep(self.sentences, &positions);
+        self.sentences = crate::sample::keep_positions(self.sentences, &positions);
         let part = ShardPart {
             shard,
             dealt: dealt.into(),

@@ -204,6 +204,40 @@ fn parse_normalize(s: &str) -> Result<NormalizeOptions, ApiError> {
         .map_err(|e| ApiError::unprocessable("invalid_option", format!("options.normalize: {e}")))
 }
 
+/// The plan for validated documents: options, tasks (those asked for, else the defaults) and
+/// the model of each (the one `choice` names, else the task's default). What `/v1/analyze`
+/// and the stream worker both do with a request.
+pub fn plan(
+    docs: Vec<Doc>,
+    options_in: &Options,
+    requested: Option<&[Task]>,
+    choice: &ModelChoice,
+    registry: &Registry,
+) -> Result<Plan, ApiError> {
+    let (top_k, key) = options(options_in)?;
+    let models = tasks(requested, registry, &docs)?
+        .into_iter()
+        .map(|t| Ok((t, registry.find(t, model_for(choice, t))?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Plan {
+        docs,
+        models,
+        top_k,
+        key,
+    })
+}
+
+fn model_for(choice: &ModelChoice, task: Task) -> Option<&str> {
+    match task {
+        Task::Topic => choice.topic.as_deref(),
+        Task::Entities => choice.entities.as_deref(),
+        Task::Stance => choice.stance.as_deref(),
+        Task::ZeroShot => None,
+    }
+    .map(str::trim)
+    .filter(|s| !s.is_empty())
+}
+
 /// Which tasks run: those asked for, or by default topic and entities where a model exists and
 /// stance where targets were given.
 pub fn tasks(

@@ -13,8 +13,8 @@ use crate::registry::ModelHandle;
 use crate::registry::Registry;
 use crate::schema::ZeroShotMethod;
 use crate::schema::{
-    AnalyzeRequest, AnalyzeResponse, HealthResponse, ModelChoice, ModelInfo, ModelStatus,
-    ModelsResponse, ReadyResponse, TaskRequest, ZeroShotRequest, ZeroShotResponse,
+    AnalyzeRequest, AnalyzeResponse, HealthResponse, ModelInfo, ModelStatus, ModelsResponse,
+    ReadyResponse, TaskRequest, ZeroShotRequest, ZeroShotResponse,
 };
 use axum::extract::{DefaultBodyLimit, FromRef, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -153,21 +153,18 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-fn model_for(choice: &ModelChoice, task: Task) -> Option<&str> {
-    match task {
-        Task::Topic => choice.topic.as_deref(),
-        Task::Entities => choice.entities.as_deref(),
-        Task::Stance => choice.stance.as_deref(),
-        Task::ZeroShot => None,
-    }
-    .map(str::trim)
-    .filter(|s| !s.is_empty())
+async fn execute(state: &AppState, plan: Plan) -> Result<Json<AnalyzeResponse>, ApiError> {
+    tracing::debug!(documents = plan.docs.len(), models = ?plan.model_choice(), "analysing");
+    within_limit(state, analysis::execute(plan)).await
 }
 
-async fn execute(state: &AppState, plan: Plan) -> Result<Json<AnalyzeResponse>, ApiError> {
+/// Awaits an analysis for at most the server's request timeout.
+async fn within_limit<T>(
+    state: &AppState,
+    analysis: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<Json<T>, ApiError> {
     let timeout = state.config.request_timeout();
-    tracing::debug!(documents = plan.docs.len(), models = ?plan.model_choice(), "analysing");
-    match tokio::time::timeout(timeout, analysis::execute(plan)).await {
+    match tokio::time::timeout(timeout, analysis).await {
         Ok(result) => result.map(Json),
         Err(_) => Err(ApiError::unavailable(
             "timeout",
@@ -207,22 +204,14 @@ async fn analyze(
         req.stance_targets,
         &state.config.limits,
     )?;
-    let (top_k, key) = analysis::options(&req.options)?;
-    let tasks = analysis::tasks(req.tasks.as_deref(), &state.registry, &docs)?;
-    let models = tasks
-        .into_iter()
-        .map(|t| Ok((t, state.registry.find(t, model_for(&req.models, t))?)))
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    execute(
-        &state,
-        Plan {
-            docs,
-            models,
-            top_k,
-            key,
-        },
-    )
-    .await
+    let plan = analysis::plan(
+        docs,
+        &req.options,
+        req.tasks.as_deref(),
+        &req.models,
+        &state.registry,
+    )?;
+    execute(&state, plan).await
 }
 
 async fn single(
@@ -353,38 +342,16 @@ async fn zero_shot(
                  embedding",
             ));
         }
-        if t.matches("{}").count() != 1 {
-            return Err(ApiError::unprocessable(
-                "invalid_option",
-                "`hypothesis_template` must hold `{}` once, where the label goes",
-            ));
-        }
+        naba_tasks::zero_shot::check_template(t).map_err(|e| {
+            ApiError::unprocessable("invalid_option", format!("`hypothesis_template`: {e}"))
+        })?;
     }
     let query = Arc::new(ZeroShotQuery {
         labels,
         multi_label: req.multi_label,
         hypothesis_template: req.hypothesis_template,
     });
-    let timeout = state.config.request_timeout();
-    match tokio::time::timeout(timeout, analysis::zero_shot(docs, model, query, req.top_k)).await {
-        Ok(result) => result.map(Json),
-        Err(_) => Err(ApiError::unavailable(
-            "timeout",
-            format!(
-                "the analysis took longer than the server's limit of {:.0} s; send fewer or \
-                 shorter documents, or retry later",
-                timeout.as_secs_f64()
-            ),
-        )
-        .with_retry_after(5)),
-    }
-}
-
-fn method_name(m: ZeroShotMethod) -> &'static str {
-    match m {
-        ZeroShotMethod::Embedding => "embedding",
-        ZeroShotMethod::Entailment => "entailment",
-    }
+    within_limit(&state, analysis::zero_shot(docs, model, query, req.top_k)).await
 }
 
 /// The zero-shot model named, else the default one of `method`, else the default one.
@@ -415,7 +382,7 @@ fn zero_shot_model(
                             "this server has no zero-shot model that scores by {}; start one \
                              with --zero-shot-model (base for embedding, an NLI checkpoint for \
                              entailment)",
-                            method_name(method)
+                            method.as_str()
                         ),
                     ))
                 }
@@ -430,8 +397,8 @@ fn zero_shot_model(
                 format!(
                     "model `{}` scores by {}, not by {}",
                     model.name(),
-                    method_name(has),
-                    method_name(want)
+                    has.as_str(),
+                    want.as_str()
                 ),
             ));
         }

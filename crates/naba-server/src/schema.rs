@@ -302,6 +302,15 @@ pub enum ZeroShotMethod {
     Entailment,
 }
 
+impl ZeroShotMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZeroShotMethod::Embedding => "embedding",
+            ZeroShotMethod::Entailment => "entailment",
+        }
+    }
+}
+
 /// A candidate label: its name, or its name with descriptions to match it by.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]

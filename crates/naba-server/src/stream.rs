@@ -19,7 +19,7 @@ use crate::config::{ServerConfig, Task};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::schema::{DocId, DocumentIn, Options};
+use crate::schema::{DocId, DocumentIn, ModelChoice, Options};
 use anyhow::{bail, Context, Result};
 use axum::http::StatusCode;
 use redis::aio::MultiplexedConnection;
@@ -597,19 +597,14 @@ impl<'a> Worker<'a> {
         let refused = |e: ApiError| e.message;
         let docs = analysis::documents(None, Some(vec![doc]), None, &self.server.limits)
             .map_err(refused)?;
-        let (top_k, key) = analysis::options(&Options::default()).map_err(refused)?;
-        let tasks = analysis::tasks(requested.as_deref(), self.registry, &docs).map_err(refused)?;
-        let models = tasks
-            .into_iter()
-            .map(|t| Ok((t, self.registry.find(t, None)?)))
-            .collect::<Result<Vec<_>, ApiError>>()
-            .map_err(refused)?;
-        Ok(Plan {
+        analysis::plan(
             docs,
-            models,
-            top_k,
-            key,
-        })
+            &Options::default(),
+            requested.as_deref(),
+            &ModelChoice::default(),
+            self.registry,
+        )
+        .map_err(refused)
     }
 
     async fn commit(&mut self, entries: &[Entry], outcomes: Vec<Option<Outcome>>) -> Result<()> {

@@ -687,6 +687,15 @@ impl Pipeline {
         out
     }
 
+    /// The encoder's last hidden states for one padded batch of windows, and the batch.
+    fn hidden(&self, encs: &[&Encoding]) -> Result<(Tensor, Batch), TaskError> {
+        let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
+        let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
+        let batch = Batch::from_rows(&ids, Some(&types), self.pad_id, self.model.encoder.device())?;
+        let hidden = self.model.encoder.forward(&batch)?;
+        Ok((hidden, batch))
+    }
+
     /// E5 sentence embeddings of one batch of windows: hidden states mean-pooled over real
     /// tokens and L2-normalised (see `naba_models::mean_pool_normalized`).
     fn embeddings<'a>(
@@ -694,19 +703,16 @@ impl Pipeline {
         encs: impl Iterator<Item = &'a Encoding>,
     ) -> Result<Vec<Vec<f32>>, TaskError> {
         let encs: Vec<&Encoding> = encs.collect();
-        let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
-        let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
-        let batch = Batch::from_rows(&ids, Some(&types), self.pad_id, self.model.encoder.device())?;
-        let hidden = self.model.encoder.forward(&batch)?;
+        let (hidden, batch) = self.hidden(&encs)?;
         let pooled = naba_models::mean_pool_normalized(&hidden, &batch.attention_mask)?;
         Ok(pooled.to_vec2::<f32>()?)
     }
 
     /// Sentence embeddings of `texts`, each read with `prefix` in front (E5 wants `query: ` or
     /// `passage: `) in all its windows: each window pooled as E5 defines, the windows averaged,
-    /// weighted by the text tokens each holds, and L2-normalised again. For any encoder, head
-    /// or not. Each text fails or succeeds on its own.
-    pub fn embed(&self, texts: &[&str], prefix: &str) -> Vec<Result<Vec<f32>, TaskError>> {
+    /// weighted by the text tokens each holds, and L2-normalised again; with the number of
+    /// windows. For any encoder, head or not. Each text fails or succeeds on its own.
+    pub fn embed(&self, texts: &[&str], prefix: &str) -> Vec<Result<(Vec<f32>, usize), TaskError>> {
         let prepared: Vec<Result<Prepared, TaskError>> = texts
             .iter()
             .map(|t| self.prepare_with(t, None, &NormalizeOptions::default(), prefix))
@@ -729,7 +735,7 @@ impl Pipeline {
                     }
                 }
                 let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                Ok(mean.into_iter().map(|x| x / norm).collect())
+                Ok((mean.into_iter().map(|x| x / norm).collect(), weights.len()))
             })
             .collect()
     }
@@ -769,10 +775,7 @@ impl Pipeline {
         encs: impl Iterator<Item = &'a Encoding>,
     ) -> Result<Vec<Vec<f32>>, TaskError> {
         let encs: Vec<&Encoding> = encs.collect();
-        let ids: Vec<Vec<u32>> = encs.iter().map(|e| e.get_ids().to_vec()).collect();
-        let types: Vec<Vec<u32>> = encs.iter().map(|e| e.get_type_ids().to_vec()).collect();
-        let batch = Batch::from_rows(&ids, Some(&types), self.pad_id, self.model.encoder.device())?;
-        let hidden = self.model.encoder.forward(&batch)?;
+        let (hidden, _) = self.hidden(&encs)?;
         let logits: Tensor = self
             .model
             .head
