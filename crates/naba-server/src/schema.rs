@@ -173,6 +173,22 @@ pub struct StanceResult {
     /// The passages the decision rests on, heaviest first: the whole text when it fits one
     /// window, else the sentences most likely to take a side toward the target.
     pub evidence: Vec<EvidenceOut>,
+    /// A text read sentence by sentence, with a stance model that has a relatedness gate: the
+    /// highest probability that one of its sentences concerns the target. Under 0.5 the text is
+    /// judged not to concern the target and the label is the model's "neither" (`other`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<f32>,
+    /// Present when the target was too long to leave the text room in the model's window:
+    /// only its first `kept_tokens` sub-words were read (half the window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_truncated: Option<TargetCutOut>,
+}
+
+/// How a long target was shortened.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TargetCutOut {
+    pub kept_tokens: usize,
+    pub target_tokens: usize,
 }
 
 /// A passage of the document; `start`/`end` are Unicode character offsets into the text sent
@@ -187,6 +203,10 @@ pub struct EvidenceOut {
     pub score: f32,
     /// Its share of the decision.
     pub weight: f32,
+    /// With a relatedness gate: the probability that this passage concerns the target; only
+    /// passages at 0.5 or more vote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<f32>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

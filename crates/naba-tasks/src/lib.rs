@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod pipeline;
+pub mod relatedness;
 pub mod scores;
 pub mod zero_shot;
 
@@ -14,8 +15,9 @@ pub use aggregate::{
 };
 pub use pipeline::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, Evidence, NerOptions, NerOutput,
-    PairSide, Pipeline, PipelineOptions, TaskError,
+    PairSide, Pipeline, PipelineOptions, TargetCut, TaskError,
 };
+pub use relatedness::{Relatedness, RelatednessParams};
 pub use scores::{
     numpy_sum, sigmoid, sigmoid_one, softmax, top_k, LabelScore, ParseScoreFunctionError,
     ScoreError, ScoreFunction,

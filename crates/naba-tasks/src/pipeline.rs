@@ -5,6 +5,7 @@
 use crate::aggregate::{
     aggregate_windows_decoded, AggregationStrategy, Decoding, Entity, TokenScores,
 };
+use crate::relatedness::Relatedness;
 use crate::scores::{top_k, LabelScore, ScoreFunction};
 use candle_core::Tensor;
 use naba_models::{Batch, HeadKind, Model, ModelError, ProblemType};
@@ -133,7 +134,7 @@ pub struct EntitySpan {
 }
 
 /// Labels of one document, best first.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ClassifyOutput {
     pub labels: Vec<LabelScore>,
     pub windows: usize,
@@ -142,6 +143,15 @@ pub struct ClassifyOutput {
     /// that take a stance toward the target decide.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Evidence>,
+    /// Stance on a long text with a relatedness gate: the highest probability that one of its
+    /// passages concerns the target. Below one half the text is judged not to concern it and
+    /// the answer is the model's "neither" label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<f32>,
+    /// Stance: set when the target was too long to leave the text room and only its start was
+    /// read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_truncated: Option<TargetCut>,
 }
 
 /// A passage of the text a stance decision rests on. `start`/`end` are character offsets into
@@ -158,6 +168,10 @@ pub struct Evidence {
     /// no sentence of a long text takes a side: then every sentence had an equal share and
     /// only the three closest to taking one are shown.
     pub weight: f32,
+    /// With a relatedness gate: the probability that this passage concerns the target. Only
+    /// passages at one half or more may vote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub related: Option<f32>,
 }
 
 /// One input to classify: a text, and for stance the target it is read against.
@@ -268,6 +282,8 @@ pub struct Pipeline {
     pad_id: u32,
     subword_prefix: Option<String>,
     unk_id: Option<u32>,
+    /// Stance only: asks whether a long text concerns the target before reading its stance.
+    relatedness: Option<Box<Relatedness>>,
 }
 
 /// A text prepared for the model: normalised (with the map back), prefixed, windowed.
@@ -278,6 +294,16 @@ struct Prepared {
     windows: Vec<Encoding>,
     /// Per window, how many tokens of the text (not target, not specials) it holds.
     text_tokens: Vec<usize>,
+    /// Set when the target had to be shortened to leave the text room.
+    target_cut: Option<TargetCut>,
+}
+
+/// How a target too long to leave the text room in a window was shortened: its first
+/// `kept` of `total` sub-word tokens were read (see [`Pipeline::classify`]).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct TargetCut {
+    pub kept: usize,
+    pub total: usize,
 }
 
 impl Pipeline {
@@ -315,7 +341,18 @@ impl Pipeline {
             pad_id,
             subword_prefix,
             unk_id,
+            relatedness: None,
         })
+    }
+
+    /// Adds (or with `None` removes) the relatedness gate long stance texts pass first.
+    pub fn with_relatedness(mut self, gate: Option<Relatedness>) -> Self {
+        self.relatedness = gate.map(Box::new);
+        self
+    }
+
+    pub fn relatedness(&self) -> Option<&Relatedness> {
+        self.relatedness.as_deref()
     }
 
     pub fn model(&self) -> &Model {
@@ -424,6 +461,7 @@ impl Pipeline {
             .map(|input| {
                 let prep = self.prepare(input.text, input.target, &opts.normalize);
                 if input.target.is_some() && prep.as_ref().is_ok_and(|p| p.windows.len() > 1) {
+                    let whole_cut = prep.as_ref().ok().and_then(|p| p.target_cut);
                     let units = sentence_units(input.text)
                         .into_iter()
                         .map(|u| {
@@ -432,7 +470,7 @@ impl Pipeline {
                             (u, runs.len() - 1)
                         })
                         .collect();
-                    Plan::Sentences(units)
+                    Plan::Sentences(units, whole_cut)
                 } else {
                     runs.push(prep);
                     Plan::Whole(runs.len() - 1)
@@ -441,6 +479,10 @@ impl Pipeline {
             .collect();
         let logits = self.run_windows(&runs);
         // Each run's result is taken (not cloned) by the one plan that owns its index.
+        let cuts: Vec<Option<TargetCut>> = runs
+            .iter()
+            .map(|r| r.as_ref().ok().and_then(|p| p.target_cut))
+            .collect();
         let mut probs: Vec<Option<Combined>> = runs
             .into_iter()
             .zip(logits)
@@ -452,27 +494,48 @@ impl Pipeline {
             .iter()
             .zip(plans)
             .map(|(input, plan)| {
-                let (p, windows, evidence) = match plan {
+                let (p, windows, evidence, related, cut) = match plan {
                     Plan::Whole(i) => {
                         let (p, windows) = take(i)?;
                         let evidence = match input.target {
                             Some(_) => whole_text_evidence(input.text, labels, &p),
                             None => Vec::new(),
                         };
-                        (p, windows, evidence)
+                        (p, windows, evidence, None, cuts[i])
                     }
-                    Plan::Sentences(units) => {
+                    Plan::Sentences(units, whole_cut) => {
+                        let cut = units.iter().find_map(|(_, i)| cuts[*i]).or(whole_cut);
                         let scored = units
                             .into_iter()
                             .map(|(u, i)| take(i).map(|(p, w)| (u, p, w)))
                             .collect::<Result<Vec<_>, TaskError>>()?;
-                        stance_by_sentences(input.text, &scored, labels, neither)
+                        let gate = match (&self.relatedness, input.target) {
+                            (Some(gate), Some(target)) => {
+                                let passages: Vec<&str> = scored
+                                    .iter()
+                                    .map(|(u, _, _)| &input.text[u.bytes.clone()])
+                                    .collect();
+                                Some(gate.passage_scores(target, &passages)?)
+                            }
+                            _ => None,
+                        };
+                        let (p, windows, evidence) = stance_by_sentences(
+                            input.text,
+                            &scored,
+                            labels,
+                            neither,
+                            gate.as_deref(),
+                        );
+                        let related = gate.map(|g| g.iter().copied().fold(0.0, f32::max));
+                        (p, windows, evidence, related, cut)
                     }
                 };
                 Ok(ClassifyOutput {
                     labels: top_k(labels, &p, opts.top_k)?,
                     windows,
                     evidence,
+                    related,
+                    target_truncated: cut,
                 })
             })
             .collect()
@@ -547,9 +610,9 @@ impl Pipeline {
             None => None,
         };
         // With a target the text goes second, so truncation slides over the text alone.
-        let encoding = match &target {
+        let (encoding, target_cut) = match &target {
             Some(t) => self.encode_pair(t, &body)?,
-            None => self.encode_single(&body)?,
+            None => (self.encode_single(&body)?, None),
         };
         let mut windows = vec![encoding.clone()];
         windows.extend(encoding.get_overflowing().iter().cloned());
@@ -570,6 +633,7 @@ impl Pipeline {
             prefix_chars: prefix.chars().count(),
             windows,
             text_tokens,
+            target_cut,
         })
     }
 
@@ -585,46 +649,53 @@ impl Pipeline {
         tokenizer.post_process(enc, None, true).map_err(tok)
     }
 
-    /// Encodes (target, text), windowing only the text. The tokenizer refuses (by panicking) to
-    /// window when the room the target leaves is not larger than the stride, so that case is
-    /// decided here: a text that fits is encoded whole, otherwise the target is too long.
-    fn encode_pair(&self, target: &str, body: &str) -> Result<Encoding, TaskError> {
+    /// Encodes (target, text), windowing only the text. A text that fits beside the whole
+    /// target is read with all of it. Otherwise the text is windowed, which needs more room
+    /// than the stride (the tokenizer panics below that): a target that would leave less is
+    /// cut to its first half-window of sub-words, the stated policy, reported as a
+    /// [`TargetCut`]. Claims put their assertion first, and the window stays the one the model
+    /// was trained with.
+    fn encode_pair(
+        &self,
+        target: &str,
+        body: &str,
+    ) -> Result<(Encoding, Option<TargetCut>), TaskError> {
         let tok = |e: tokenizers::Error| TaskError::Tokenizer(e.to_string());
-        let target_tokens = self
-            .model
-            .tokenizer
-            .encode(target, false)
-            .map_err(tok)?
-            .len();
-        let specials = self
-            .model
-            .tokenizer
+        let tokenizer = &self.model.tokenizer;
+        let mut first = tokenizer.encode_char_offsets(target, false).map_err(tok)?;
+        let specials = tokenizer
             .get_post_processor()
             .map_or(4, |p| p.added_tokens(true));
-        let room = self.window.saturating_sub(target_tokens + specials);
-        if room > self.stride {
-            let tokenizer = &self.model.tokenizer;
-            let first = tokenizer.encode_char_offsets(target, false).map_err(tok)?;
-            let mut second = tokenizer.encode_char_offsets(body, false).map_err(tok)?;
-            // What the tokenizer gives the second sequence of a pair, before its template.
+        let total = first.len();
+        let mut second = tokenizer.encode_char_offsets(body, false).map_err(tok)?;
+        if total + second.len() + specials <= self.window {
             second.set_type_ids(vec![1; second.len()]);
-            second.truncate(room, self.stride, TruncationDirection::Right);
-            return tokenizer
+            let enc = tokenizer
                 .post_process(first, Some(second), true)
-                .map_err(tok);
+                .map_err(tok)?;
+            return Ok((enc, None));
         }
-        let text_tokens = self.model.tokenizer.encode(body, false).map_err(tok)?.len();
-        if text_tokens <= room {
-            return self
-                .model
-                .tokenizer
-                .encode_char_offsets((target, body), true)
-                .map_err(tok);
+        let mut cut = None;
+        if self.window.saturating_sub(total + specials) <= self.stride {
+            let kept = self.window.saturating_sub(specials) / 2;
+            if kept == 0 || self.window.saturating_sub(kept + specials) <= self.stride {
+                return Err(TaskError::TargetTooLong {
+                    target: total,
+                    window: self.window,
+                });
+            }
+            first.truncate(kept, 0, TruncationDirection::Right);
+            first.take_overflowing();
+            cut = Some(TargetCut { kept, total });
         }
-        Err(TaskError::TargetTooLong {
-            target: target_tokens,
-            window: self.window,
-        })
+        let room = self.window - first.len() - specials;
+        // What the tokenizer gives the second sequence of a pair, before its template.
+        second.set_type_ids(vec![1; second.len()]);
+        second.truncate(room, self.stride, TruncationDirection::Right);
+        let enc = tokenizer
+            .post_process(first, Some(second), true)
+            .map_err(tok)?;
+        Ok((enc, cut))
     }
 
     /// Runs every window of every prepared text through encoder and head, in batches of
@@ -947,7 +1018,8 @@ mod tests {
 /// passages (each with the index of its run).
 enum Plan {
     Whole(usize),
-    Sentences(Vec<(Unit, usize)>),
+    /// With the cut of the target as the whole text was read, if any.
+    Sentences(Vec<(Unit, usize)>, Option<TargetCut>),
 }
 
 /// A passage of a long text read on its own for stance: whole sentences, at least
@@ -965,6 +1037,8 @@ const MIN_UNIT_WORDS: usize = 8;
 const MIN_RELEVANCE: f32 = 0.5;
 /// At most this many sentences decide, the most stance-bearing first.
 const MAX_EVIDENCE: usize = 5;
+/// A passage whose probability of concerning the target is below this does not vote.
+const RELATED: f32 = 0.5;
 
 fn sentence_units(text: &str) -> Vec<Unit> {
     let index = CharIndex::new(text);
@@ -1057,6 +1131,7 @@ fn whole_text_evidence(text: &str, labels: &[String], p: &[f32]) -> Vec<Evidence
         label,
         score,
         weight: 1.0,
+        related: None,
     }]
 }
 
@@ -1064,49 +1139,98 @@ fn whole_text_evidence(text: &str, labels: &[String], p: &[f32]) -> Vec<Evidence
 /// most likely to take a side (at most [`MAX_EVIDENCE`], each at least [`MIN_RELEVANCE`]) vote
 /// with their probabilities weighted by that likelihood, and they are the evidence. When no
 /// passage takes a side, all passages vote equally (which favours "neither") and the few
-/// closest to taking one are shown. Returns the scores, the windows read and the evidence.
+/// closest to taking one are shown.
+///
+/// With `related` (each passage's probability of concerning the target, from the relatedness
+/// gate) only passages at one half or more may vote. When none is, the text does not concern
+/// the target: the answer is "neither" with the probability that no passage concerns it, the
+/// rest spread as the passages' own scores spread it, and the evidence is the passages that
+/// came closest. Returns the scores, the windows read and the evidence.
 fn stance_by_sentences(
     text: &str,
     scored: &[(Unit, Vec<f32>, usize)],
     labels: &[String],
     neither: Option<usize>,
+    related: Option<&[f32]>,
 ) -> (Vec<f32>, usize, Vec<Evidence>) {
     let windows = scored.iter().map(|(_, _, w)| w).sum();
     let relevance = |p: &[f32]| match neither {
         Some(n) => 1.0 - p[n],
         None => p.iter().copied().fold(0.0, f32::max),
     };
+    let related_to = |i: usize| related.map(|r| r[i]);
+    let eligible = |i: usize| related_to(i).is_none_or(|r| r >= RELATED);
+    let mean_of = |members: &[usize]| {
+        let share = 1.0 / members.len().max(1) as f32;
+        let mut mean = vec![0f32; labels.len()];
+        for &i in members {
+            for (m, s) in mean.iter_mut().zip(&scored[i].1) {
+                *m += share * s;
+            }
+        }
+        (mean, share)
+    };
+    let all: Vec<usize> = (0..scored.len()).collect();
     // Passages by relevance, highest first.
-    let mut order: Vec<(usize, f32)> = scored
-        .iter()
-        .enumerate()
-        .map(|(i, (_, p, _))| (i, relevance(p)))
-        .collect();
+    let mut order: Vec<(usize, f32)> = all.iter().map(|&i| (i, relevance(&scored[i].1))).collect();
     order.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let mut voters: Vec<(usize, f32)> = order
-        .iter()
-        .copied()
-        .filter(|(_, r)| *r >= MIN_RELEVANCE)
-        .take(MAX_EVIDENCE)
-        .collect();
-    let mut combined = vec![0f32; labels.len()];
-    if voters.is_empty() {
-        let share = 1.0 / scored.len().max(1) as f32;
-        for (_, p, _) in scored {
-            for (c, s) in combined.iter_mut().zip(p) {
-                *c += share * s;
-            }
+    let members: Vec<usize> = all.iter().copied().filter(|&i| eligible(i)).collect();
+    let (combined, voters) = match (related, neither) {
+        (Some(r), Some(n)) if members.is_empty() => {
+            let top = r.iter().copied().fold(0.0, f32::max);
+            let (mean, share) = mean_of(&all);
+            let sided: f32 = mean
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != n)
+                .map(|(_, s)| s)
+                .sum();
+            let combined = mean
+                .iter()
+                .enumerate()
+                .map(|(k, s)| match k == n {
+                    true => 1.0 - top,
+                    false if sided > 0.0 => top * s / sided,
+                    false => top / (labels.len() - 1).max(1) as f32,
+                })
+                .collect();
+            let mut closest: Vec<usize> = all.clone();
+            closest.sort_by(|&a, &b| r[b].total_cmp(&r[a]));
+            (
+                combined,
+                closest.into_iter().take(3).map(|i| (i, share)).collect(),
+            )
         }
-        voters = order.iter().take(3).map(|&(i, _)| (i, share)).collect();
-    } else {
-        let total: f32 = voters.iter().map(|(_, r)| r).sum();
-        for (i, r) in voters.iter_mut() {
-            *r /= total;
-            for (c, s) in combined.iter_mut().zip(&scored[*i].1) {
-                *c += *r * s;
+        _ => {
+            let mut voters: Vec<(usize, f32)> = order
+                .iter()
+                .copied()
+                .filter(|&(i, r)| r >= MIN_RELEVANCE && eligible(i))
+                .take(MAX_EVIDENCE)
+                .collect();
+            let mut combined = vec![0f32; labels.len()];
+            if voters.is_empty() {
+                let pool = if members.is_empty() { &all } else { &members };
+                let (mean, share) = mean_of(pool);
+                combined = mean;
+                voters = order
+                    .iter()
+                    .filter(|(i, _)| pool.contains(i))
+                    .take(3)
+                    .map(|&(i, _)| (i, share))
+                    .collect();
+            } else {
+                let total: f32 = voters.iter().map(|(_, r)| r).sum();
+                for (i, r) in voters.iter_mut() {
+                    *r /= total;
+                    for (c, s) in combined.iter_mut().zip(&scored[*i].1) {
+                        *c += *r * s;
+                    }
+                }
             }
+            (combined, voters)
         }
-    }
+    };
     let evidence = voters
         .into_iter()
         .map(|(i, weight)| {
@@ -1119,8 +1243,109 @@ fn stance_by_sentences(
                 label,
                 score,
                 weight,
+                related: related_to(i),
             }
         })
         .collect();
     (combined, windows, evidence)
+}
+
+#[cfg(test)]
+mod stance_tests {
+    use super::*;
+
+    type Scored = Vec<(Unit, Vec<f32>, usize)>;
+
+    /// Three passages of one text, each with (agree, disagree, other) probabilities.
+    fn three() -> (String, Scored, Vec<String>) {
+        let parts = [
+            "الجملة الأولى هنا.",
+            " الجملة الثانية هنا.",
+            " الجملة الثالثة هنا.",
+        ];
+        let text: String = parts.concat();
+        let probs = [
+            vec![0.05, 0.90, 0.05],
+            vec![0.70, 0.10, 0.20],
+            vec![0.10, 0.10, 0.80],
+        ];
+        let (mut c, mut b) = (0, 0);
+        let scored = parts
+            .iter()
+            .zip(probs)
+            .map(|(p, probs)| {
+                let n = p.chars().count();
+                let unit = Unit {
+                    chars: c..c + n,
+                    bytes: b..b + p.len(),
+                };
+                c += n;
+                b += p.len();
+                (unit, probs, 1)
+            })
+            .collect();
+        let labels = ["agree", "disagree", "other"].map(String::from).to_vec();
+        (text, scored, labels)
+    }
+
+    fn argmax(p: &[f32]) -> usize {
+        (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap()
+    }
+
+    #[test]
+    fn without_a_gate_the_most_sided_passages_decide() {
+        let (text, scored, labels) = three();
+        let (p, windows, evidence) = stance_by_sentences(&text, &scored, &labels, Some(2), None);
+        assert_eq!(windows, 3);
+        assert_eq!(argmax(&p), 1, "{p:?}");
+        assert_eq!(evidence.len(), 2);
+        assert!(evidence.iter().all(|e| e.related.is_none()));
+        assert_eq!(&text[scored[0].0.bytes.clone()], evidence[0].text);
+    }
+
+    #[test]
+    fn only_related_passages_vote() {
+        let (text, scored, labels) = three();
+        let related = [0.1, 0.9, 0.6];
+        let (p, _, evidence) =
+            stance_by_sentences(&text, &scored, &labels, Some(2), Some(&related));
+        assert_eq!(
+            argmax(&p),
+            0,
+            "the unrelated disagreeing passage is left out: {p:?}"
+        );
+        assert_eq!(evidence.len(), 1);
+        assert_eq!(evidence[0].related, Some(0.9));
+        assert!((evidence[0].weight - 1.0).abs() < 1e-6);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn related_passages_that_take_no_side_share_the_vote_equally() {
+        let (text, scored, labels) = three();
+        let related = [0.1, 0.2, 0.7];
+        let (p, _, evidence) =
+            stance_by_sentences(&text, &scored, &labels, Some(2), Some(&related));
+        assert_eq!(p, scored[2].1, "the one related passage alone");
+        assert_eq!(evidence.len(), 1);
+        assert_eq!(evidence[0].start, scored[2].0.chars.start);
+    }
+
+    #[test]
+    fn a_text_with_no_related_passage_is_neither() {
+        let (text, scored, labels) = three();
+        let related = [0.3, 0.1, 0.2];
+        let (p, _, evidence) =
+            stance_by_sentences(&text, &scored, &labels, Some(2), Some(&related));
+        assert_eq!(argmax(&p), 2, "{p:?}");
+        assert!(
+            (p[2] - 0.7).abs() < 1e-6,
+            "P(neither) = 1 - the best relatedness"
+        );
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        // Sided mass split as the passages' mean splits it: agree 0.85/3, disagree 1.1/3.
+        assert!(p[1] > p[0]);
+        let shown: Vec<Option<f32>> = evidence.iter().map(|e| e.related).collect();
+        assert_eq!(shown, [Some(0.3), Some(0.2), Some(0.1)], "closest first");
+    }
 }

@@ -80,14 +80,60 @@ fn check_encodings_and_logits(p: &Pipeline, inputs: &[Value], paired: bool) {
             (input["text"].as_str().unwrap(), None)
         };
         if name == "long_pair" {
-            // transformers cuts a pair longest-first; naba keeps the target (the first text)
-            // whole and windows the second, so a target longer than the window is refused.
-            let err = p
-                .window_logits(text, target)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(err.contains("leaves no room"), "{name}: {err}");
+            // transformers cuts a pair longest-first; naba windows the text (the second) and
+            // cuts a target that would leave it no room to its first half-window of sub-words.
+            let target = target.expect("a pair has a target");
+            let (windows, _) = p
+                .window_logits(text, Some(target))
+                .expect("a long target is cut, not refused");
+            let prefix = &p.model().config.naba.prefix;
+            let whole = p
+                .model()
+                .tokenizer
+                .encode(format!("{prefix}{target}"), false)
+                .expect("tokenize");
+            for w in &windows {
+                let part = |seq: usize| -> Vec<u32> {
+                    (0..w.len())
+                        .filter(|&i| {
+                            w.get_sequence_ids()[i] == Some(seq)
+                                && w.get_special_tokens_mask()[i] == 0
+                        })
+                        .map(|i| w.get_ids()[i])
+                        .collect()
+                };
+                let kept = part(0);
+                assert!(kept.len() < whole.len(), "{name}: the target was cut");
+                assert_eq!(
+                    kept,
+                    whole.get_ids()[..kept.len()],
+                    "{name}: its start is kept"
+                );
+                assert!(!part(1).is_empty(), "{name}: every window holds text");
+            }
+            let out = p.classify(
+                &[ClassifyInput {
+                    text,
+                    target: Some(target),
+                }],
+                &ClassifyOptions::default(),
+            );
+            let cut = out[0]
+                .as_ref()
+                .expect("classified")
+                .target_truncated
+                .expect("the answer says the target was cut");
+            assert_eq!(cut.total, whole.len(), "{name}: target tokens");
+            let specials = p
+                .model()
+                .tokenizer
+                .get_post_processor()
+                .map_or(4, |pp| tokenizers::PostProcessor::added_tokens(pp, true));
+            assert_eq!(
+                cut.kept,
+                (p.window() - specials) / 2,
+                "{name}: half the window"
+            );
             continue;
         }
         let (windows, logits) = p.window_logits(text, target).expect("run");

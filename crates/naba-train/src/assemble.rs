@@ -130,11 +130,12 @@ pub fn assemble_default_models(
     Ok(models)
 }
 
-/// The model card (`README.md`) and `model_card.json` (task, and `"default": true` for the
-/// model a server answers a task with when none is named) go with the assembled model, and
-/// are refreshed on every run since they change without the parts changing.
+/// The model card (`README.md`), `model_card.json` (task, and `"default": true` for the
+/// model a server answers a task with when none is named) and a stance model's relatedness gate
+/// (`relatedness.json`) go with the assembled model, and are refreshed on every run since they
+/// change without the parts changing.
 fn copy_cards(parts: &Path, dir: &Path) -> Result<()> {
-    for f in ["README.md", "model_card.json"] {
+    for f in ["README.md", "model_card.json", "relatedness.json"] {
         let src = parts.join(f);
         let dst = dir.join(f);
         if src.is_file() {

@@ -18,7 +18,7 @@ use naba_tasks::zero_shot::{
 };
 use naba_tasks::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
-    TaskError,
+    Relatedness, TaskError,
 };
 use naba_text::NormalizeOptions;
 use serde::Deserialize;
@@ -170,6 +170,9 @@ struct RunArgs {
     /// Documents per model call.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Stance: read long texts without the model's relatedness gate (every sentence may vote).
+    #[arg(long)]
+    no_relatedness: bool,
     /// Tokens per window, special tokens included (default: the window the model was trained
     /// with, else the encoder's full length).
     #[arg(long)]
@@ -350,20 +353,18 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
         EvalTask::Ner => HeadKind::TokenClassification,
         _ => HeadKind::SequenceClassification,
     };
-    let model = Model::load(
-        &job.model,
-        &LoadOptions {
-            device,
-            dtype,
-            revision: None,
-            // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
-            // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
-            dequantize: run.zero_shot_labels.is_some() && !entailment(run),
-            head_hint: Some(head),
-            ..LoadOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot load model `{}`", job.model))?;
+    let load_opts = LoadOptions {
+        device,
+        dtype,
+        revision: None,
+        // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
+        // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
+        dequantize: run.zero_shot_labels.is_some() && !entailment(run),
+        head_hint: Some(head),
+        ..LoadOptions::default()
+    };
+    let model = Model::load(&job.model, &load_opts)
+        .with_context(|| format!("cannot load model `{}`", job.model))?;
     if model.config.head != head && head != HeadKind::None {
         bail!(
             "model `{}` does not have the head a {:?} evaluation needs",
@@ -371,6 +372,12 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
             job.task
         );
     }
+    let gate = match job.task {
+        EvalTask::Stance if run.zero_shot_labels.is_none() && !run.no_relatedness => {
+            Relatedness::for_model(&model, &load_opts)?
+        }
+        _ => None,
+    };
     Ok(Pipeline::new(
         model,
         &PipelineOptions {
@@ -378,7 +385,8 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
             window: run.window,
             ..PipelineOptions::default()
         },
-    )?)
+    )?
+    .with_relatedness(gate))
 }
 
 fn progress(n: usize, what: &str) -> ProgressBar {
@@ -800,7 +808,7 @@ fn as_outputs(
                 r.map(|o| ClassifyOutput {
                     labels: o.labels,
                     windows: o.windows,
-                    evidence: Vec::new(),
+                    ..ClassifyOutput::default()
                 })
             })
             .collect(),

@@ -3,6 +3,7 @@
 
 mod bench_cmd;
 mod defaults;
+mod embed_cmd;
 mod eval_cmd;
 mod input;
 mod models_cmd;
@@ -37,6 +38,8 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Measure a model on a labelled corpus and write a report.
     Eval(Box<eval_cmd::EvalArgs>),
+    /// E5 sentence embeddings of texts, or of the passages stance reads them in.
+    Embed(Box<embed_cmd::EmbedArgs>),
     /// Fine-tune a model from a recipe.
     Train(train_cmd::TrainArgs),
     /// Serve the JSON HTTP API.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Predict(args) => predict::run(args),
         Command::Eval(args) => eval_cmd::run(*args),
+        Command::Embed(args) => embed_cmd::run(*args),
         Command::Train(args) => train_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(*args),
         Command::Worker(args) => worker_cmd::run(*args),

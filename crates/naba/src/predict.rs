@@ -11,7 +11,7 @@ use naba_tasks::zero_shot::{
 };
 use naba_tasks::{
     aggregate::{AggregationStrategy, Decoding},
-    ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions,
+    ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions, Relatedness,
 };
 use naba_text::NormalizeOptions;
 use serde_json::json;
@@ -115,6 +115,10 @@ pub struct PredictArgs {
     /// Longest text accepted, in characters.
     #[arg(long, default_value_t = 200_000)]
     pub max_chars: usize,
+    /// Stance: read long texts without the model's relatedness gate, so that every sentence
+    /// may vote even when none concerns the target (how naba read them before the gate).
+    #[arg(long)]
+    pub no_relatedness: bool,
     /// Keep entity spans exactly as transformers reports them, instead of trimming white space
     /// and punctuation from their edges.
     #[arg(long)]
@@ -283,28 +287,30 @@ fn load_labeller(
     device: candle_core::Device,
     dtype: candle_core::DType,
 ) -> Result<Labeller> {
-    let model = Model::load(
-        spec,
-        &LoadOptions {
-            device,
-            dtype,
-            revision: args.revision.clone(),
-            // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
-            // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
-            dequantize: args.task == Task::ZeroShot && args.method == ZeroShotMethod::Embedding,
-            head_hint: match args.task {
-                Task::Ner => Some(HeadKind::TokenClassification),
-                Task::Topic | Task::Stance => Some(HeadKind::SequenceClassification),
-                Task::ZeroShot if args.method == ZeroShotMethod::Entailment => {
-                    Some(HeadKind::SequenceClassification)
-                }
-                Task::ZeroShot => None,
-            },
-            ..LoadOptions::default()
+    let load_opts = LoadOptions {
+        device,
+        dtype,
+        revision: args.revision.clone(),
+        // The 4-bit base encoder runs far faster on the dense f32 engine; its embeddings
+        // agree with the 4-bit path's to a cosine of 0.9999 (tests/e5_reference.rs).
+        dequantize: args.task == Task::ZeroShot && args.method == ZeroShotMethod::Embedding,
+        head_hint: match args.task {
+            Task::Ner => Some(HeadKind::TokenClassification),
+            Task::Topic | Task::Stance => Some(HeadKind::SequenceClassification),
+            Task::ZeroShot if args.method == ZeroShotMethod::Entailment => {
+                Some(HeadKind::SequenceClassification)
+            }
+            Task::ZeroShot => None,
         },
-    )
-    .with_context(|| format!("cannot load model `{spec}`"))?;
+        ..LoadOptions::default()
+    };
+    let model =
+        Model::load(spec, &load_opts).with_context(|| format!("cannot load model `{spec}`"))?;
     check_head(&model, args.task)?;
+    let gate = match args.task {
+        Task::Stance if !args.no_relatedness => Relatedness::for_model(&model, &load_opts)?,
+        _ => None,
+    };
     let pipeline = Pipeline::new(
         model,
         &PipelineOptions {
@@ -313,7 +319,8 @@ fn load_labeller(
             max_chars: args.max_chars,
             window: args.window,
         },
-    )?;
+    )?
+    .with_relatedness(gate);
     Ok(match (args.task, args.method) {
         (Task::ZeroShot, ZeroShotMethod::Entailment) => {
             Labeller::Entailment(EntailmentZeroShot::new(pipeline)?)
@@ -341,12 +348,12 @@ pub(crate) fn base_encoder(given: Option<&str>) -> Result<String> {
     let dir = naba_models::fetch::installed_dir(BASE_MODEL_NAME);
     if !dir.is_dir() {
         bail!(
-            "zero-shot uses the base encoder {BASE_MODEL_NAME}, which is not installed ({}): \
+            "this needs the base encoder {BASE_MODEL_NAME}, which is not installed ({}): \
              run `naba models fetch`, or pass --model with an E5 checkpoint",
             dir.display()
         );
     }
-    eprintln!("naba: zero-shot with the base encoder `{BASE_MODEL_NAME}`");
+    eprintln!("naba: using the base encoder `{BASE_MODEL_NAME}`");
     Ok(dir.display().to_string())
 }
 
@@ -515,6 +522,12 @@ fn predict_chunk(
                     if let Some(t) = i.target {
                         v["target"] = json!(t);
                         v["evidence"] = json!(r.evidence);
+                        if let Some(related) = r.related {
+                            v["related"] = json!(related);
+                        }
+                        if let Some(cut) = r.target_truncated {
+                            v["target_truncated"] = json!(cut);
+                        }
                     }
                     Ok(v)
                 })
