@@ -4,7 +4,10 @@
 //! window).
 
 use naba_models::{HeadKind, LoadOptions, Model};
-use naba_tasks::{ClassifyInput, ClassifyOptions, ClassifyOutput, Pipeline, PipelineOptions};
+use naba_tasks::{
+    ClassifyInput, ClassifyOptions, ClassifyOutput, Pipeline, PipelineOptions, Relatedness,
+    RelatednessParams,
+};
 use std::path::PathBuf;
 
 fn pipeline() -> Pipeline {
@@ -219,4 +222,97 @@ fn several_long_and_short_inputs_keep_their_order() {
     same(out[1].as_ref().expect("long"), &stance(&p, &long, TARGET));
     assert!(out[2].is_err(), "an empty text is refused, alone");
     assert!(out[3].as_ref().expect("topic").evidence.is_empty());
+}
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/bert-seq-cls")
+}
+
+/// The stance pipeline with a gate whose curve is `bias` (weight 1): far below zero judges
+/// every sentence unrelated, far above judges every one related. The tiny checkpoint is its
+/// own encoder.
+fn gated(bias: f32) -> Pipeline {
+    let params = RelatednessParams {
+        encoder: fixture_dir().to_string_lossy().into_owned(),
+        prefix: String::new(),
+        weight: 1.0,
+        bias,
+        fitted_on: "test".into(),
+    };
+    let encoder = pipeline();
+    pipeline().with_relatedness(Some(Relatedness::new(params, encoder)))
+}
+
+#[test]
+fn a_long_text_that_does_not_concern_the_target_is_neither() {
+    let p = gated(-100.0);
+    let text = long_text();
+    let out = stance(&p, &text, TARGET);
+    assert_eq!(out.labels[0].label, "other", "{:?}", out.labels);
+    let related = out.related.expect("the gate's verdict is reported");
+    assert!(related < 0.5, "{related}");
+    assert!((out.labels[0].score - (1.0 - related)).abs() < 1e-5);
+    assert_eq!(out.evidence.len(), 3, "the closest passages are shown");
+    for e in &out.evidence {
+        assert_eq!(slice(&text, e.start, e.end), e.text);
+        assert!(e.related.is_some_and(|r| r <= related));
+    }
+}
+
+#[test]
+fn when_every_passage_is_related_the_gate_changes_nothing_but_the_report() {
+    let text = long_text();
+    let plain = stance(&pipeline(), &text, TARGET);
+    let out = stance(&gated(100.0), &text, TARGET);
+    assert_eq!(out.labels, plain.labels);
+    assert_eq!(out.related, Some(1.0));
+    assert_eq!(out.evidence.len(), plain.evidence.len());
+    for (a, b) in out.evidence.iter().zip(&plain.evidence) {
+        assert_eq!((a.start, a.end, a.weight), (b.start, b.end, b.weight));
+        assert_eq!(a.related, Some(1.0));
+    }
+    // A text within one window is read whole, with or without a gate.
+    let short = stance(&gated(-100.0), "روسيا نفت التدخل.", TARGET);
+    assert!(short.related.is_none());
+}
+
+#[test]
+fn a_gate_file_beside_the_model_is_read_and_its_encoder_loaded() {
+    let dir = std::env::temp_dir().join(format!("naba-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(fixture_dir()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let opts = LoadOptions {
+        head_hint: Some(HeadKind::SequenceClassification),
+        ..LoadOptions::default()
+    };
+    let model = Model::load(&dir.to_string_lossy(), &opts).unwrap();
+    assert!(Relatedness::for_model(&model, &opts).unwrap().is_none());
+    let params = serde_json::json!({
+        "encoder": fixture_dir(), "prefix": "", "weight": 2.0, "bias": -1.0
+    });
+    std::fs::write(
+        dir.join(naba_tasks::relatedness::FILE_NAME),
+        params.to_string(),
+    )
+    .unwrap();
+    let gate = Relatedness::for_model(&model, &opts)
+        .unwrap()
+        .expect("a gate");
+    assert_eq!(gate.params().weight, 2.0);
+    let params = serde_json::json!({
+        "encoder": dir.join("missing"), "prefix": "", "weight": 2.0, "bias": -1.0
+    });
+    std::fs::write(
+        dir.join(naba_tasks::relatedness::FILE_NAME),
+        params.to_string(),
+    )
+    .unwrap();
+    let err = Relatedness::for_model(&model, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs the encoder"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
