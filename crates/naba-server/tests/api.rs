@@ -970,3 +970,61 @@ async fn zero_shot_by_entailment_reads_the_template_and_methods_pick_models() {
     assert!((scores - 1.0).abs() < 1e-4, "{body}");
     server.stop().await.expect("clean stop");
 }
+
+/// A stance model with a relatedness gate beside it: a long article is first asked whether it
+/// concerns the target (here a gate that says never), and a target too long for the window is
+/// cut and the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stance_reports_the_relatedness_gate_and_a_cut_target() {
+    let dir = std::env::temp_dir().join(format!("naba-api-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for f in std::fs::read_dir(common::fixture("bert-seq-cls")).expect("fixture") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let gate = json!({
+        "encoder": common::fixture("bert-seq-cls"), "prefix": "", "weight": 1.0, "bias": -50.0
+    });
+    std::fs::write(dir.join("relatedness.json"), gate.to_string()).expect("gate");
+    let mut cfg = config();
+    cfg.models.retain(|m| m.task != naba_server::Task::Stance);
+    let mut stance = common::entry("stance", naba_server::Task::Stance, "bert-seq-cls");
+    stance.path = dir.to_string_lossy().into_owned();
+    cfg.models.push(stance);
+    let server = TestServer::start(cfg).await;
+
+    let article: String = (0..12)
+        .map(|i| format!("الجملة رقم {i} تقول إن المفاوضات بين واشنطن وموسكو ستستأنف قريبا جدا. "))
+        .collect();
+    let (s, b) = post(
+        &server,
+        "/v1/stance",
+        json!({"text": article, "stance_targets": ["المفاوضات ستستأنف"]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let st = &b["documents"][0]["stance"][0];
+    assert_eq!(st["label"], "other", "{st}");
+    let related = st["related"].as_f64().expect("related reported");
+    assert!(related < 0.5, "{st}");
+    let evidence = st["evidence"].as_array().expect("evidence");
+    assert_eq!(evidence.len(), 3, "{st}");
+    assert!(evidence.iter().all(|e| e["related"].is_number()), "{st}");
+    assert!(st.get("target_truncated").is_none(), "{st}");
+
+    // A target of many words (under the 1,000-character limit) is cut, not refused.
+    let long_target = "روسيا تدخلت في الانتخابات الأمريكية ".repeat(20);
+    assert!(long_target.chars().count() < 1_000);
+    let (s, b) = post(
+        &server,
+        "/v1/stance",
+        json!({"text": SENTENCES[0], "stance_targets": [long_target]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let cut = &b["documents"][0]["stance"][0]["target_truncated"];
+    let kept = cut["kept_tokens"].as_u64().expect("kept_tokens");
+    let total = cut["target_tokens"].as_u64().expect("target_tokens");
+    assert!(kept < total, "{cut}");
+    std::fs::remove_dir_all(&dir).ok();
+}
