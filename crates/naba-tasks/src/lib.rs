@@ -1,6 +1,7 @@
 //! Pipelines from text to labels: tokenise, window, run the encoder once, apply heads, and
-//! turn scores into labels and entities with Hugging Face semantics; and zero-shot labels, by
-//! embeddings or by entailment ([`zero_shot`]).
+//! turn scores into labels and entities with Hugging Face semantics; zero-shot labels, by
+//! embeddings or by entailment ([`zero_shot`]); and the gate that asks whether a long text
+//! concerns a stance target before its stance is read ([`relatedness`]).
 
 pub mod aggregate;
 pub mod pipeline;
