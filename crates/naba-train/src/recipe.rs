@@ -66,6 +66,10 @@ pub struct DataSpec {
     pub dev: Option<PathBuf>,
     #[serde(default = "default_dev_fraction")]
     pub dev_fraction: f64,
+    /// Seeds the carving of that held-out dev (default: the recipe's `seed`). Pinned, runs with
+    /// other training seeds (`--seed`) are chosen on one and the same dev split.
+    #[serde(default)]
+    pub dev_seed: Option<u64>,
     /// Token classification: join runs of consecutive sentences into examples of up to
     /// `max_length` sub-words, so every sentence is learned with its neighbours around it, as
     /// serving reads whole articles. Costs nothing per token. A carved dev split is then made of

@@ -490,6 +490,7 @@ fn load_splits(
     max_len: usize,
 ) -> Result<(Split, Split)> {
     let d = &recipe.data;
+    let dev_seed = d.dev_seed.unwrap_or(recipe.seed);
     match recipe.task {
         Task::TokenClassification => {
             let train_all = data::read_conll_sentences(&d.train)?;
@@ -508,10 +509,10 @@ fn load_splits(
                 }
                 None => {
                     let (t, dv) = match d.dev_block() {
-                        1 => data::carve_dev(train_all.len(), d.dev_fraction, recipe.seed),
+                        1 => data::carve_dev(train_all.len(), d.dev_fraction, dev_seed),
                         block => {
                             let (n, f) = (train_all.len(), d.dev_fraction);
-                            data::carve_dev_blocks(n, f, recipe.seed, block)
+                            data::carve_dev_blocks(n, f, dev_seed, block)
                         }
                     };
                     (t, pack(&train_all, &dv)?)
@@ -543,8 +544,7 @@ fn load_splits(
                     )
                 }
                 None => {
-                    let (t, dv) =
-                        data::carve_dev(train.examples.len(), d.dev_fraction, recipe.seed);
+                    let (t, dv) = data::carve_dev(train.examples.len(), d.dev_fraction, dev_seed);
                     (
                         t,
                         data::classification_split(&train, &d.train, &r, tok, Some(&dv))?,
