@@ -238,9 +238,7 @@ async fn single_task_routes_and_models_by_name() {
     check_evidence(text, &stance[0]);
 
     // An article longer than the model's window: the sentences that carried the decision.
-    let article: String = (0..12)
-        .map(|i| format!("الجملة رقم {i} تقول إن المفاوضات بين واشنطن وموسكو ستستأنف قريبا جدا. "))
-        .collect();
+    let article = long_article();
     let (s, b) = post(
         &server,
         "/v1/stance",
@@ -275,12 +273,25 @@ async fn single_task_routes_and_models_by_name() {
     )
     .await;
     assert_error(s, &b, 422, "invalid_request");
-    // The target leaves the 64-token window no room for the text.
+    // A target that would leave the 64-token window no room for the text is cut, and the
+    // answer says so; only one over the API's own limit (1,000 characters) is refused.
     let long_target = "موقف ".repeat(150);
     let (s, b) = post(
         &server,
         "/v1/stance",
         json!({"text": text, "stance_targets": [long_target]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let cut = &b["documents"][0]["stance"][0]["target_truncated"];
+    assert!(
+        cut["kept_tokens"].as_u64() < cut["target_tokens"].as_u64(),
+        "{b}"
+    );
+    let (s, b) = post(
+        &server,
+        "/v1/stance",
+        json!({"text": text, "stance_targets": ["موقف ".repeat(201)]}),
     )
     .await;
     assert_error(s, &b, 422, "target_too_long");
@@ -762,6 +773,13 @@ async fn a_server_with_one_model_does_only_its_task() {
     server.stop().await.expect("clean stop");
 }
 
+/// Twelve sentences: longer than the tiny stance model's 64-token window.
+fn long_article() -> String {
+    (0..12)
+        .map(|i| format!("الجملة رقم {i} تقول إن المفاوضات بين واشنطن وموسكو ستستأنف قريبا جدا. "))
+        .collect()
+}
+
 /// Every evidence passage is the slice of the text its character offsets name, and the first
 /// one weighs the most.
 fn check_evidence(text: &str, stance: &Value) {
@@ -993,9 +1011,7 @@ async fn stance_reports_the_relatedness_gate_and_a_cut_target() {
     cfg.models.push(stance);
     let server = TestServer::start(cfg).await;
 
-    let article: String = (0..12)
-        .map(|i| format!("الجملة رقم {i} تقول إن المفاوضات بين واشنطن وموسكو ستستأنف قريبا جدا. "))
-        .collect();
+    let article = long_article();
     let (s, b) = post(
         &server,
         "/v1/stance",
