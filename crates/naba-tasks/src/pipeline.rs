@@ -351,10 +351,6 @@ impl Pipeline {
         self
     }
 
-    pub fn relatedness(&self) -> Option<&Relatedness> {
-        self.relatedness.as_deref()
-    }
-
     pub fn model(&self) -> &Model {
         &self.model
     }
