@@ -20,7 +20,7 @@ use naba_tasks::zero_shot::{
 
 type ZeroShotResults = Vec<Result<ZeroShotOutput, TaskError>>;
 use naba_tasks::{
-    ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
+    ClassifyInput, ClassifyOptions, ClassifyOutput, Lexical, NerOptions, Pipeline, PipelineOptions,
     Relatedness, TaskError,
 };
 use serde_json::Value;
@@ -288,7 +288,17 @@ fn load(
     if let Some(g) = &gate {
         tracing::info!(model = %entry.name, encoder = %g.params().encoder, "stance relatedness gate");
     }
-    let pipeline = Pipeline::new(model, pipe_opts)?.with_relatedness(gate);
+    let lexical = match entry.task {
+        Task::Topic => Lexical::read(&model.dir)
+            .with_context(|| format!("cannot load the lexical member of `{}`", entry.path))?,
+        _ => None,
+    };
+    if let Some(m) = &lexical {
+        tracing::info!(model = %entry.name, mix = m.params.mix, "topic lexical member");
+    }
+    let pipeline = Pipeline::new(model, pipe_opts)?
+        .with_relatedness(gate)
+        .with_lexical(lexical)?;
     let details = ModelDetails {
         window_tokens: pipeline.window(),
         ..details

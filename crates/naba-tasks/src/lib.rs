@@ -1,9 +1,11 @@
 //! Pipelines from text to labels: tokenise, window, run the encoder once, apply heads, and
 //! turn scores into labels and entities with Hugging Face semantics; zero-shot labels, by
-//! embeddings or by entailment ([`zero_shot`]); and the gate that asks whether a long text
-//! concerns a stance target before its stance is read ([`relatedness`]).
+//! embeddings or by entailment ([`zero_shot`]); the gate that asks whether a long text
+//! concerns a stance target before its stance is read ([`relatedness`]); and the TF-IDF member
+//! a topic model averages its probabilities with ([`lexical`]).
 
 pub mod aggregate;
+pub mod lexical;
 pub mod pipeline;
 pub mod relatedness;
 pub mod scores;
@@ -14,6 +16,7 @@ pub use aggregate::{
     AggregateError, AggregationStrategy, Decoding, Entity, ParseAggregationStrategyError,
     ParseDecodingError, TokenScores, DEFAULT_IGNORE_LABELS,
 };
+pub use lexical::{Lexical, LexicalParams};
 pub use pipeline::{
     ClassifyInput, ClassifyOptions, ClassifyOutput, EntitySpan, Evidence, NerOptions, NerOutput,
     PairSide, Pipeline, PipelineOptions, TargetCut, TaskError,

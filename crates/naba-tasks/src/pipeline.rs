@@ -5,6 +5,7 @@
 use crate::aggregate::{
     aggregate_windows_decoded, AggregationStrategy, Decoding, Entity, TokenScores,
 };
+use crate::lexical::Lexical;
 use crate::relatedness::Relatedness;
 use crate::scores::{top_k, LabelScore, ScoreFunction};
 use candle_core::Tensor;
@@ -284,6 +285,8 @@ pub struct Pipeline {
     unk_id: Option<u32>,
     /// Stance only: asks whether a long text concerns the target before reading its stance.
     relatedness: Option<Box<Relatedness>>,
+    /// Topic only: a TF-IDF member whose probabilities are averaged with the encoder's.
+    lexical: Option<Box<Lexical>>,
 }
 
 /// A text prepared for the model: normalised (with the map back), prefixed, windowed.
@@ -342,6 +345,7 @@ impl Pipeline {
             subword_prefix,
             unk_id,
             relatedness: None,
+            lexical: None,
         })
     }
 
@@ -349,6 +353,30 @@ impl Pipeline {
     pub fn with_relatedness(mut self, gate: Option<Relatedness>) -> Self {
         self.relatedness = gate.map(Box::new);
         self
+    }
+
+    /// Adds (or with `None` removes) the lexical member a single-label text classifier averages
+    /// its probabilities with. Its labels must be the model's, in the same order.
+    pub fn with_lexical(mut self, member: Option<Lexical>) -> Result<Self, TaskError> {
+        if let Some(m) = &member {
+            if self.model.config.head != HeadKind::SequenceClassification
+                || self.score_function() != ScoreFunction::Softmax
+                || m.params.labels != self.model.config.labels
+            {
+                return Err(TaskError::Tokenizer(format!(
+                    "the lexical member beside `{}` does not fit it: it needs a single-label \
+                     classifier with the labels {:?}; refit it with `naba lexical` or delete it",
+                    self.model.name, m.params.labels
+                )));
+            }
+        }
+        self.lexical = member.map(Box::new);
+        Ok(self)
+    }
+
+    /// The lexical member's share of the average, when the pipeline has one.
+    pub fn lexical_mix(&self) -> Option<f32> {
+        self.lexical.as_ref().map(|m| m.params.mix)
     }
 
     pub fn model(&self) -> &Model {
@@ -492,7 +520,13 @@ impl Pipeline {
             .map(|(input, plan)| {
                 let (p, windows, evidence, related, cut) = match plan {
                     Plan::Whole(i) => {
-                        let (p, windows) = take(i)?;
+                        let (mut p, windows) = take(i)?;
+                        // Softmax scores only: the member's are probabilities of one label.
+                        if let (Some(member), None, ScoreFunction::Softmax) =
+                            (&self.lexical, input.target, function)
+                        {
+                            member.blend(input.text, &mut p);
+                        }
                         let evidence = match input.target {
                             Some(_) => whole_text_evidence(input.text, labels, &p),
                             None => Vec::new(),

@@ -131,11 +131,20 @@ pub fn assemble_default_models(
 }
 
 /// The model card (`README.md`), `model_card.json` (task, and `"default": true` for the
-/// model a server answers a task with when none is named) and a stance model's relatedness gate
-/// (`relatedness.json`) go with the assembled model, and are refreshed on every run since they
-/// change without the parts changing.
+/// model a server answers a task with when none is named), a stance model's relatedness gate
+/// (`relatedness.json`) and a topic model's TF-IDF member (`lexical.json` and
+/// `lexical.safetensors`) go with the assembled model, and are refreshed on every run since
+/// they change without the parts changing.
 fn copy_cards(parts: &Path, dir: &Path) -> Result<()> {
-    for f in ["README.md", "model_card.json", "relatedness.json"] {
+    // The stance gate and the topic models' TF-IDF member (naba-tasks' relatedness and lexical
+    // modules name these files).
+    for f in [
+        "README.md",
+        "model_card.json",
+        "relatedness.json",
+        "lexical.json",
+        "lexical.safetensors",
+    ] {
         let src = parts.join(f);
         let dst = dir.join(f);
         if src.is_file() {

@@ -17,7 +17,7 @@ use naba_tasks::zero_shot::{
     ZeroShotLabel, ZeroShotOutput,
 };
 use naba_tasks::{
-    ClassifyInput, ClassifyOptions, ClassifyOutput, NerOptions, Pipeline, PipelineOptions,
+    ClassifyInput, ClassifyOptions, ClassifyOutput, Lexical, NerOptions, Pipeline, PipelineOptions,
     Relatedness, TaskError,
 };
 use naba_text::NormalizeOptions;
@@ -173,6 +173,9 @@ struct RunArgs {
     /// Stance: read long texts without the model's relatedness gate (every sentence may vote).
     #[arg(long)]
     no_relatedness: bool,
+    /// Topic: score the encoder alone, without the TF-IDF member the model may ship with.
+    #[arg(long)]
+    no_lexical: bool,
     /// Tokens per window, special tokens included (default: the window the model was trained
     /// with, else the encoder's full length).
     #[arg(long)]
@@ -378,6 +381,12 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
         }
         _ => None,
     };
+    let lexical = match job.task {
+        EvalTask::Topic if run.zero_shot_labels.is_none() && !run.no_lexical => {
+            Lexical::read(&model.dir)?
+        }
+        _ => None,
+    };
     Ok(Pipeline::new(
         model,
         &PipelineOptions {
@@ -386,7 +395,8 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
             ..PipelineOptions::default()
         },
     )?
-    .with_relatedness(gate))
+    .with_relatedness(gate)
+    .with_lexical(lexical)?)
 }
 
 fn progress(n: usize, what: &str) -> ProgressBar {

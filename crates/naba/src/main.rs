@@ -6,6 +6,7 @@ mod defaults;
 mod embed_cmd;
 mod eval_cmd;
 mod input;
+mod lexical_cmd;
 mod models_cmd;
 mod predict;
 mod serve_cmd;
@@ -42,6 +43,8 @@ enum Command {
     Embed(Box<embed_cmd::EmbedArgs>),
     /// Fine-tune a model from a recipe.
     Train(train_cmd::TrainArgs),
+    /// Fit the TF-IDF member a topic model averages its probabilities with.
+    Lexical(Box<lexical_cmd::LexicalArgs>),
     /// Serve the JSON HTTP API.
     Serve(Box<serve_cmd::ServeArgs>),
     /// Label a Redis stream as one worker of a consumer group.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval_cmd::run(*args),
         Command::Embed(args) => embed_cmd::run(*args),
         Command::Train(args) => train_cmd::run(args),
+        Command::Lexical(args) => lexical_cmd::run(*args),
         Command::Serve(args) => serve_cmd::run(*args),
         Command::Worker(args) => worker_cmd::run(*args),
         Command::Models(cmd) => models_cmd::run(cmd),

@@ -11,7 +11,7 @@ use naba_tasks::zero_shot::{
 };
 use naba_tasks::{
     aggregate::{AggregationStrategy, Decoding},
-    ClassifyInput, ClassifyOptions, NerOptions, Pipeline, PipelineOptions, Relatedness,
+    ClassifyInput, ClassifyOptions, Lexical, NerOptions, Pipeline, PipelineOptions, Relatedness,
 };
 use naba_text::NormalizeOptions;
 use serde_json::json;
@@ -119,6 +119,10 @@ pub struct PredictArgs {
     /// may vote even when none concerns the target (how naba read them before the gate).
     #[arg(long)]
     pub no_relatedness: bool,
+    /// Topic: read with the encoder alone, without the TF-IDF member a model may ship with
+    /// (`lexical.json`, averaged with the encoder's probabilities).
+    #[arg(long)]
+    pub no_lexical: bool,
     /// Keep entity spans exactly as transformers reports them, instead of trimming white space
     /// and punctuation from their edges.
     #[arg(long)]
@@ -311,6 +315,10 @@ fn load_labeller(
         Task::Stance if !args.no_relatedness => Relatedness::for_model(&model, &load_opts)?,
         _ => None,
     };
+    let lexical = match args.task {
+        Task::Topic if !args.no_lexical => Lexical::read(&model.dir)?,
+        _ => None,
+    };
     let pipeline = Pipeline::new(
         model,
         &PipelineOptions {
@@ -320,7 +328,8 @@ fn load_labeller(
             window: args.window,
         },
     )?
-    .with_relatedness(gate);
+    .with_relatedness(gate)
+    .with_lexical(lexical)?;
     Ok(match (args.task, args.method) {
         (Task::ZeroShot, ZeroShotMethod::Entailment) => {
             Labeller::Entailment(EntailmentZeroShot::new(pipeline)?)

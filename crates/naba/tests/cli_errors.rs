@@ -321,6 +321,7 @@ fn every_subcommand_has_help() {
         vec!["predict", "--help"],
         vec!["eval", "--help"],
         vec!["train", "--help"],
+        vec!["lexical", "--help"],
         vec!["serve", "--help"],
         vec!["models", "--help"],
         vec!["models", "fetch", "--help"],

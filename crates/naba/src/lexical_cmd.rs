@@ -1,0 +1,341 @@
+//! `naba lexical`: fits the TF-IDF + logistic-regression member that a topic model averages its
+//! probabilities with (`naba_tasks::lexical`), on a recipe's training split, and chooses the
+//! member's share of the average on the recipe's dev split.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use naba_eval::ClassificationCorpus;
+use naba_tasks::lexical::{
+    fit, idf_of, logits_into, tfidf_of_counts, FeatureSpec, FitOptions, Lexical, LexicalParams,
+    Sparse,
+};
+use naba_train::{data, Recipe, Task};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct LexicalArgs {
+    /// The topic model's recipe: its data, labels and dev split are used.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// The model's own dev predictions, `predictions.jsonl` of `naba eval` over the recipe's
+    /// dev rows (joined by file line). The member's share of the average is chosen on them.
+    #[arg(long, required_unless_present = "mix")]
+    pub dev_predictions: Option<PathBuf>,
+    /// Use this share instead of choosing one on dev.
+    #[arg(long)]
+    pub mix: Option<f32>,
+    /// Where to write lexical.json and lexical.safetensors (the model's directory to ship it).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// AdamW step size at the start (it falls linearly to zero).
+    #[arg(long, default_value_t = 0.02)]
+    pub lr: f32,
+    /// Decoupled weight decay: the regulariser.
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Hash buckets the n-grams share (log2).
+    #[arg(long, default_value_t = 18)]
+    pub buckets_log2: u32,
+    /// Seeds the example order [default: the recipe's seed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+struct Rows {
+    texts: Vec<String>,
+    labels: Vec<usize>,
+    lines: Vec<usize>,
+}
+
+pub fn run(args: LexicalArgs) -> Result<ExitCode> {
+    let recipe = Recipe::from_file(&args.recipe)?;
+    if recipe.task != Task::SequenceClassification {
+        bail!(
+            "the lexical member reads a text alone: recipe task `{}` is not supported, use a \
+             topic (sequence-classification) recipe",
+            recipe.task.as_str()
+        );
+    }
+    if !(1..=24).contains(&args.buckets_log2) {
+        bail!(
+            "--buckets-log2 must lie in 1..=24, got {}",
+            args.buckets_log2
+        );
+    }
+    if let Some(m) = args.mix {
+        if !(0.0..=1.0).contains(&m) {
+            bail!("--mix must lie in [0, 1], got {m}");
+        }
+    }
+    let (train, dev) = splits(&recipe)?;
+    let spec = FeatureSpec {
+        buckets: 1 << args.buckets_log2,
+        ..FeatureSpec::default()
+    };
+    eprintln!(
+        "lexical: {} training and {} dev texts, {} buckets",
+        train.texts.len(),
+        dev.texts.len(),
+        spec.buckets
+    );
+    let counts: Vec<_> = train.texts.par_iter().map(|t| spec.counts(t)).collect();
+    let idf = idf_of(&counts, spec.buckets);
+    let xs: Vec<Sparse> = counts
+        .into_par_iter()
+        .map(|c| tfidf_of_counts(c, &idf))
+        .collect();
+    let dev_xs: Vec<Sparse> = dev.texts.par_iter().map(|t| spec.tfidf(t, &idf)).collect();
+    let labels = &recipe.data.labels;
+    let score_labels: Vec<&str> = recipe
+        .data
+        .score_labels
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let score = |probs: &[Vec<f32>]| -> Result<(f64, f64)> {
+        let gold: Vec<&str> = dev.labels.iter().map(|&y| labels[y].as_str()).collect();
+        let pred: Vec<&str> = probs.iter().map(|p| labels[argmax(p)].as_str()).collect();
+        let m = naba_eval::classification_metrics(&gold, &pred)?;
+        let main = if score_labels.is_empty() {
+            m.macro_avg.f1
+        } else {
+            m.mean_f1(&score_labels)
+        };
+        Ok((main, m.accuracy))
+    };
+    let opts = FitOptions {
+        epochs: args.epochs,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        batch_size: args.batch_size,
+        balanced: true,
+        seed: args.seed.unwrap_or(recipe.seed),
+    };
+    let started = std::time::Instant::now();
+    let mut epoch_err = None;
+    let (weights, bias) = fit(
+        &xs,
+        &train.labels,
+        labels.len(),
+        spec.buckets,
+        &opts,
+        |epoch, w, b, loss| match score(&probabilities(&dev_xs, w, b)) {
+            Ok((main, acc)) => eprintln!(
+                "epoch {epoch}/{}: train loss {loss:.4}, dev {main:.4} (accuracy {acc:.4}), {:.0}s",
+                opts.epochs,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => epoch_err = Some(e),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Some(e) = epoch_err {
+        return Err(e);
+    }
+    let fit_seconds = started.elapsed().as_secs_f64();
+    // What is written is read back before anything is chosen: the f16 rounding is part of it.
+    let mut member = Lexical::new(
+        LexicalParams {
+            features: spec,
+            labels: labels.clone(),
+            mix: args.mix.unwrap_or(0.0),
+            fitted_on: String::new(),
+        },
+        idf,
+        weights,
+        bias,
+    )
+    .map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    member.write(&args.out)?;
+    member = Lexical::read(&args.out)?.context("the member just written is not there")?;
+    let lexical_dev: Vec<Vec<f32>> = dev.texts.iter().map(|t| member.probabilities(t)).collect();
+    let (lex_main, lex_acc) = score(&lexical_dev)?;
+    let how = match (args.mix, &args.dev_predictions) {
+        (Some(m), _) => {
+            format!("mix {m} given; dev {lex_main:.4} / accuracy {lex_acc:.4} for the member alone")
+        }
+        (None, Some(path)) => {
+            let encoder = read_predictions(path, &dev.lines, labels)?;
+            let (enc_main, enc_acc) = score(&encoder)?;
+            let mut best = (0.0f32, enc_main, enc_acc);
+            eprintln!("dev, share of the lexical member -> headline / accuracy:");
+            for step in 0..=20 {
+                let m = step as f32 / 20.0;
+                let blended: Vec<Vec<f32>> = encoder
+                    .iter()
+                    .zip(&lexical_dev)
+                    .map(|(p, q)| {
+                        p.iter()
+                            .zip(q)
+                            .map(|(a, b)| (1.0 - m) * a + m * b)
+                            .collect()
+                    })
+                    .collect();
+                let (main, acc) = score(&blended)?;
+                eprintln!("  {m:.2}: {main:.4} / {acc:.4}");
+                // Strictly better only: ties keep the smaller share.
+                if main > best.1 + 1e-9 {
+                    best = (m, main, acc);
+                }
+            }
+            member.params.mix = best.0;
+            format!(
+                "mix {:.2} chosen on dev ({} rows) by the headline score: model alone {enc_main:.4} \
+                 (accuracy {enc_acc:.4}), member alone {lex_main:.4} ({lex_acc:.4}), blend {:.4} \
+                 ({:.4})",
+                best.0,
+                dev.texts.len(),
+                best.1,
+                best.2
+            )
+        }
+        (None, None) => bail!("give --dev-predictions or --mix"),
+    };
+    member.params.fitted_on = format!(
+        "{} training rows of {} ({} epochs, lr {}, weight decay {}, batch {}, seed {}, \
+         {fit_seconds:.0}s); {how}",
+        train.texts.len(),
+        recipe.data.train.display(),
+        opts.epochs,
+        opts.lr,
+        opts.weight_decay,
+        opts.batch_size,
+        opts.seed,
+    );
+    member.write(&args.out)?;
+    eprintln!("{}", member.params.fitted_on);
+    eprintln!("written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The recipe's training rows and its dev rows: the dev file, or the same held-out carve the
+/// trainer makes when there is none.
+fn splits(recipe: &Recipe) -> Result<(Rows, Rows)> {
+    let d = &recipe.data;
+    let label_id: HashMap<&str, usize> = d
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let rows = |corpus: &ClassificationCorpus, idx: &[usize]| -> Result<Rows> {
+        let mut out = Rows {
+            texts: Vec::new(),
+            labels: Vec::new(),
+            lines: Vec::new(),
+        };
+        for &i in idx {
+            let ex = &corpus.examples[i];
+            let y = *label_id.get(ex.label.as_str()).with_context(|| {
+                format!(
+                    "{} line {}: label `{}` is not in the recipe's data.labels",
+                    corpus.source.display(),
+                    ex.line,
+                    ex.label
+                )
+            })?;
+            out.texts.push(ex.text.clone());
+            out.labels.push(y);
+            out.lines.push(ex.line);
+        }
+        Ok(out)
+    };
+    let train = data::read_classification(&d.train, &d.train_filter, recipe)?;
+    let all = |c: &ClassificationCorpus| (0..c.examples.len()).collect::<Vec<_>>();
+    match &d.dev {
+        Some(dev) => {
+            let dev = data::read_classification(dev, &d.dev_filter, recipe)?;
+            Ok((rows(&train, &all(&train))?, rows(&dev, &all(&dev))?))
+        }
+        None => {
+            let seed = d.dev_seed.unwrap_or(recipe.seed);
+            let (t, dv) = data::carve_dev(train.examples.len(), d.dev_fraction, seed);
+            Ok((rows(&train, &t)?, rows(&train, &dv)?))
+        }
+    }
+}
+
+/// The model's dev probabilities from a `naba eval` predictions file, in dev order.
+fn read_predictions(
+    path: &std::path::Path,
+    lines: &[usize],
+    labels: &[String],
+) -> Result<Vec<Vec<f32>>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        line: usize,
+        scores: HashMap<String, f32>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut by_line = HashMap::new();
+    for (n, l) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let row: Row = serde_json::from_str(l).with_context(|| {
+            format!(
+                "{} line {}: not a naba eval prediction with `line` and `scores`",
+                path.display(),
+                n + 1
+            )
+        })?;
+        by_line.insert(row.line, row.scores);
+    }
+    lines
+        .iter()
+        .map(|line| {
+            let scores = by_line.get(line).with_context(|| {
+                format!(
+                    "{} has no prediction for data line {line}: run `naba eval` over the \
+                     recipe's dev rows (same file and filter) to make it",
+                    path.display()
+                )
+            })?;
+            labels
+                .iter()
+                .map(|l| {
+                    scores.get(l).copied().with_context(|| {
+                        format!(
+                            "{}: no score for label `{l}` on line {line}",
+                            path.display()
+                        )
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn probabilities(xs: &[Sparse], w: &[f32], b: &[f32]) -> Vec<Vec<f32>> {
+    xs.par_iter()
+        .map(|x| {
+            let mut z = b.to_vec();
+            logits_into(w, x, &mut z);
+            naba_tasks::softmax(&z)
+        })
+        .collect()
+}
+
+fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
