@@ -257,6 +257,8 @@ impl Lexical {
     }
 
     /// Writes both files into `dir`, weights rounded to f16 (what is read back is what runs).
+    /// Each is written beside its place and renamed into it, so an interrupted write leaves the
+    /// old file, not half a new one.
     pub fn write(&self, dir: &Path) -> Result<(), TaskError> {
         let err = |e: String| TaskError::Tokenizer(format!("cannot write {}: {e}", dir.display()));
         let (b, k) = (self.idf.len(), self.bias.len());
@@ -273,10 +275,15 @@ impl Lexical {
         .map(|(n, t)| t.map(|t| (n.to_string(), t)))
         .collect::<Result<_, _>>()
         .map_err(|e| err(e.to_string()))?;
-        candle_core::safetensors::save(&tensors, dir.join(WEIGHTS_FILE))
+        let partial = |name: &str| dir.join(format!(".{name}.partial"));
+        candle_core::safetensors::save(&tensors, partial(WEIGHTS_FILE))
             .map_err(|e| err(e.to_string()))?;
         let json = serde_json::to_string_pretty(&self.params).map_err(|e| err(e.to_string()))?;
-        std::fs::write(dir.join(PARAMS_FILE), json + "\n").map_err(|e| err(e.to_string()))
+        std::fs::write(partial(PARAMS_FILE), json + "\n").map_err(|e| err(e.to_string()))?;
+        for name in [WEIGHTS_FILE, PARAMS_FILE] {
+            std::fs::rename(partial(name), dir.join(name)).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -311,7 +318,7 @@ impl Default for FitOptions {
         Self {
             epochs: 10,
             lr: 0.02,
-            weight_decay: 1e-4,
+            weight_decay: 0.1,
             batch_size: 32,
             balanced: true,
             seed: 13,

@@ -613,6 +613,10 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
             let (preds, timings, words) = match zero_shot {
                 None => {
                     let pipeline = the_pipeline()?;
+                    if let Some(mix) = pipeline.lexical_mix() {
+                        info.settings
+                            .insert("lexical_mix".to_string(), mix.to_string());
+                    }
                     predict_classes(&|i, o| pipeline.classify(i, o), &corpus, run)?
                 }
                 Some(labels) if entailment(run) => {

@@ -21,7 +21,8 @@ pub struct LexicalArgs {
     #[arg(long)]
     pub recipe: PathBuf,
     /// The model's own dev predictions, `predictions.jsonl` of `naba eval` over the recipe's
-    /// dev rows (joined by file line). The member's share of the average is chosen on them.
+    /// dev rows (joined by file line), made with `--no-lexical` when the model already has a
+    /// member. The member's share of the average is chosen on them.
     #[arg(long, required_unless_present = "mix")]
     pub dev_predictions: Option<PathBuf>,
     /// Use this share instead of choosing one on dev.
@@ -36,7 +37,7 @@ pub struct LexicalArgs {
     #[arg(long, default_value_t = 0.02)]
     pub lr: f32,
     /// Decoupled weight decay: the regulariser.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = 0.1)]
     pub weight_decay: f32,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
