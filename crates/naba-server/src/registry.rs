@@ -289,12 +289,12 @@ fn load(
         tracing::info!(model = %entry.name, encoder = %g.params().encoder, "stance relatedness gate");
     }
     let lexical = match entry.task {
-        Task::Topic => Lexical::read(&model.dir)
+        Task::Topic | Task::Stance => Lexical::read(&model.dir)
             .with_context(|| format!("cannot load the lexical member of `{}`", entry.path))?,
         _ => None,
     };
     if let Some(m) = &lexical {
-        tracing::info!(model = %entry.name, mix = m.params.mix, "topic lexical member");
+        tracing::info!(model = %entry.name, mix = m.params.mix, "lexical member");
     }
     let pipeline = Pipeline::new(model, pipe_opts)?
         .with_relatedness(gate)

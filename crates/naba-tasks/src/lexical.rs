@@ -51,6 +51,10 @@ pub struct LexicalParams {
     pub labels: Vec<String>,
     /// The member's share of the average: p = (1 - mix) * encoder + mix * lexical.
     pub mix: f32,
+    /// Stance: the member reads a text against a target (see [`FeatureSpec::counts`]) and
+    /// blends only with inputs that have one; otherwise only with inputs that have none.
+    #[serde(default)]
+    pub pairs: bool,
     /// What it was fitted on and how `mix` was chosen, for the model card.
     #[serde(default)]
     pub fitted_on: String,
@@ -58,6 +62,16 @@ pub struct LexicalParams {
 
 /// A sparse feature vector: (bucket, value), buckets ascending and distinct.
 pub type Sparse = Vec<(u32, f32)>;
+
+/// Raw n-gram counts of one text, one sparse list per feature family.
+pub type Counts = Vec<Vec<(u32, f32)>>;
+
+/// Arabic normalisation (every fold) and lower case: spelling variants count as one n-gram.
+fn fold(text: &str) -> String {
+    normalize(text, &NormalizeOptions::all())
+        .text
+        .to_lowercase()
+}
 
 impl FeatureSpec {
     fn check(&self) -> Result<(), String> {
@@ -70,63 +84,77 @@ impl FeatureSpec {
         Ok(())
     }
 
-    /// Each distinct bucket of `text` with its raw count, word and character n-grams counted
-    /// apart (index 0 and 1), buckets ascending.
-    pub fn counts(&self, text: &str) -> [Vec<(u32, f32)>; 2] {
-        let normalized = normalize(text, &NormalizeOptions::all())
-            .text
-            .to_lowercase();
+    /// Each distinct bucket of `text` with its raw count, buckets ascending, one list per
+    /// family: word n-grams and character n-grams; with a stance `target`, the same two again
+    /// hashed together with the target, so that a phrase can lean one way toward one target
+    /// and the other way toward another.
+    pub fn counts(&self, text: &str, target: Option<&str>) -> Counts {
+        let normalized = fold(text);
         let words: Vec<&str> = normalized
             .split(|c: char| !(c.is_alphanumeric() || c == '_'))
             .filter(|w| !w.is_empty())
             .collect();
-        let mut word = HashMap::new();
         let long: Vec<&str> = words
             .iter()
             .copied()
             .filter(|w| w.chars().nth(1).is_some())
             .collect();
-        for n in self.word_ngrams.0..=self.word_ngrams.1 {
-            for gram in long.windows(n) {
-                *word.entry(self.bucket(b'w', gram)).or_insert(0.0) += 1.0;
-            }
-        }
-        let mut chars = HashMap::new();
-        let mut padded: Vec<char> = Vec::new();
-        let mut buf = String::new();
-        for w in &words {
-            padded.clear();
-            padded.push(' ');
-            padded.extend(w.chars());
-            padded.push(' ');
-            for n in self.char_ngrams.0..=self.char_ngrams.1.min(padded.len()) {
-                for gram in padded.windows(n) {
-                    buf.clear();
-                    buf.extend(gram);
-                    *chars
-                        .entry(self.bucket(b'c', &[buf.as_str()]))
-                        .or_insert(0.0) += 1.0;
+        let target = target.map(fold);
+        let salts: Vec<Option<&str>> = match &target {
+            Some(t) => vec![None, Some(t.trim())],
+            None => vec![None],
+        };
+        let mut families = Vec::with_capacity(2 * salts.len());
+        for salt in salts {
+            let mut word = HashMap::new();
+            for n in self.word_ngrams.0..=self.word_ngrams.1 {
+                for gram in long.windows(n) {
+                    *word.entry(self.bucket(b'w', salt, gram)).or_insert(0.0) += 1.0;
                 }
             }
+            let mut chars = HashMap::new();
+            let mut padded: Vec<char> = Vec::new();
+            let mut buf = String::new();
+            for w in &words {
+                padded.clear();
+                padded.push(' ');
+                padded.extend(w.chars());
+                padded.push(' ');
+                for n in self.char_ngrams.0..=self.char_ngrams.1.min(padded.len()) {
+                    for gram in padded.windows(n) {
+                        buf.clear();
+                        buf.extend(gram);
+                        *chars
+                            .entry(self.bucket(b'c', salt, &[buf.as_str()]))
+                            .or_insert(0.0) += 1.0;
+                    }
+                }
+            }
+            families.push(sorted(word));
+            families.push(sorted(chars));
         }
-        [sorted(word), sorted(chars)]
+        families
     }
 
-    /// TF-IDF of `text`: sublinear counts (1 + ln tf) times `idf`, each family scaled to unit
-    /// length, the two summed.
-    pub fn tfidf(&self, text: &str, idf: &[f32]) -> Sparse {
-        tfidf_of_counts(self.counts(text), idf)
+    /// TF-IDF of `text` (read against `target` for stance): sublinear counts (1 + ln tf) times
+    /// `idf`, each family scaled to unit length, the families summed.
+    pub fn tfidf(&self, text: &str, target: Option<&str>, idf: &[f32]) -> Sparse {
+        tfidf_of_counts(self.counts(text, target), idf)
     }
 
-    /// FNV-1a over the family tag and the n-gram's parts joined by spaces: stable across
-    /// platforms and Rust versions, as a shipped model needs.
-    fn bucket(&self, family: u8, parts: &[&str]) -> u32 {
+    /// FNV-1a over the family tag, the salt (a target) and the n-gram's parts joined by spaces:
+    /// stable across platforms and Rust versions, as a shipped model needs.
+    fn bucket(&self, family: u8, salt: Option<&str>, parts: &[&str]) -> u32 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |b: u8| {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         };
         eat(family);
+        if let Some(salt) = salt {
+            salt.bytes().for_each(&mut eat);
+            eat(0x1f);
+        }
         for (i, p) in parts.iter().enumerate() {
             if i > 0 {
                 eat(b' ');
@@ -138,7 +166,7 @@ impl FeatureSpec {
 }
 
 /// [`FeatureSpec::tfidf`] from counts already taken.
-pub fn tfidf_of_counts(counts: [Vec<(u32, f32)>; 2], idf: &[f32]) -> Sparse {
+pub fn tfidf_of_counts(counts: Counts, idf: &[f32]) -> Sparse {
     let mut out: HashMap<u32, f32> = HashMap::new();
     for family in counts {
         let weighted: Vec<(u32, f32)> = family
@@ -207,17 +235,23 @@ impl Lexical {
         })
     }
 
-    /// Label probabilities of `text`, in the params' label order.
-    pub fn probabilities(&self, text: &str) -> Vec<f32> {
-        let x = self.params.features.tfidf(text, &self.idf);
+    /// Label probabilities of `text` (against `target` for a stance member), in the params'
+    /// label order.
+    pub fn probabilities(&self, text: &str, target: Option<&str>) -> Vec<f32> {
+        let x = self.params.features.tfidf(text, target, &self.idf);
         let mut z = self.bias.clone();
         logits_into(&self.weights, &x, &mut z);
         crate::scores::softmax(&z)
     }
 
+    /// Whether this member reads inputs with (stance) or without (topic) a target.
+    pub fn reads(&self, target: Option<&str>) -> bool {
+        self.params.pairs == target.is_some()
+    }
+
     /// Averages the encoder's probabilities `p` of `text` with this member's, by `mix`.
-    pub fn blend(&self, text: &str, p: &mut [f32]) {
-        let q = self.probabilities(text);
+    pub fn blend(&self, text: &str, target: Option<&str>, p: &mut [f32]) {
+        let q = self.probabilities(text, target);
         let m = self.params.mix;
         for (a, b) in p.iter_mut().zip(q) {
             *a = (1.0 - m) * *a + m * b;
@@ -328,7 +362,7 @@ impl Default for FitOptions {
 
 /// IDF of every bucket over the training counts: `ln((1 + n) / (1 + df)) + 1`, scikit-learn's
 /// smoothed form; a bucket counts once per document whichever family hit it.
-pub fn idf_of(counts: &[[Vec<(u32, f32)>; 2]], buckets: u32) -> Vec<f32> {
+pub fn idf_of(counts: &[Counts], buckets: u32) -> Vec<f32> {
     let mut df = vec![0u32; buckets as usize];
     let mut seen = vec![u32::MAX; buckets as usize];
     for (doc, families) in counts.iter().enumerate() {
@@ -486,7 +520,10 @@ mod tests {
 
     #[test]
     fn counts_see_words_bigrams_and_padded_characters() {
-        let [words, chars] = spec().counts("فاز المنتخب، فاز!");
+        let counts = spec().counts("فاز المنتخب، فاز!", None);
+        let [words, chars] = &counts[..] else {
+            panic!("two families without a target")
+        };
         // Words: فاز twice, المنتخب; bigrams: "فاز المنتخب", "المنتخب فاز".
         let total: f32 = words.iter().map(|(_, c)| c).sum();
         assert_eq!(total, 5.0);
@@ -499,20 +536,36 @@ mod tests {
     #[test]
     fn normalisation_and_case_do_not_change_features() {
         let s = spec();
-        assert_eq!(s.counts("أحمد Football"), s.counts("احمد football"));
-        assert_eq!(s.counts("كُرة"), s.counts("كره"));
+        assert_eq!(
+            s.counts("أحمد Football", None),
+            s.counts("احمد football", None)
+        );
+        assert_eq!(s.counts("كُرة", None), s.counts("كره", None));
+    }
+
+    #[test]
+    fn a_target_adds_crossed_families_that_differ_by_target() {
+        let s = spec();
+        let plain = s.counts("نؤيد القرار", None);
+        let a = s.counts("نؤيد القرار", Some("اللقاح"));
+        let b = s.counts("نؤيد القرار", Some("التحول الرقمي"));
+        assert_eq!(a.len(), 4);
+        assert_eq!(a[..2], plain[..]);
+        assert_eq!(a[..2], b[..2]);
+        assert_ne!(a[2], b[2]);
+        assert_eq!(a, s.counts("نؤيد القرار", Some(" اللُّقاح ")));
     }
 
     #[test]
     fn tfidf_families_have_unit_length() {
         let s = spec();
         let idf = vec![1.0; s.buckets as usize];
-        let x = s.tfidf("الاقتصاد ينمو والبورصة ترتفع", &idf);
+        let x = s.tfidf("الاقتصاد ينمو والبورصة ترتفع", None, &idf);
         let norm2: f32 = x.iter().map(|(_, v)| v * v).sum();
         // Two unit vectors summed: 2 when they share no bucket, a little more when they do.
         assert!((norm2 - 2.0).abs() < 0.2, "{norm2}");
         assert!(x.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(s.tfidf("", &idf).is_empty());
+        assert!(s.tfidf("", None, &idf).is_empty());
     }
 
     #[test]
@@ -527,6 +580,7 @@ mod tests {
             features: s,
             labels: vec!["a".into(), "b".into(), "c".into()],
             mix: 0.25,
+            pairs: false,
             fitted_on: "test".into(),
         };
         let m = Lexical::new(params, idf, weights, vec![0.1, -0.2, 0.0]).unwrap();
@@ -534,7 +588,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         m.write(&dir).unwrap();
         let back = Lexical::read(&dir).unwrap().unwrap();
-        let (p, q) = (m.probabilities("نص قصير"), back.probabilities("نص قصير"));
+        let (p, q) = (
+            m.probabilities("نص قصير", None),
+            back.probabilities("نص قصير", None),
+        );
         for (a, b) in p.iter().zip(&q) {
             assert!(
                 (a - b).abs() < 1e-3,
@@ -542,7 +599,7 @@ mod tests {
             );
         }
         let mut enc = vec![1.0, 0.0, 0.0];
-        back.blend("نص قصير", &mut enc);
+        back.blend("نص قصير", None, &mut enc);
         assert!((enc[0] - (0.75 + 0.25 * q[0])).abs() < 1e-6);
         assert!((enc.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         std::fs::remove_file(dir.join(PARAMS_FILE)).unwrap();
@@ -564,7 +621,7 @@ mod tests {
             ("تراجع التضخم وارتفعت البورصة", 1),
             ("البورصة والنفط والتضخم", 1),
         ];
-        let counts: Vec<_> = docs.iter().map(|(t, _)| s.counts(t)).collect();
+        let counts: Vec<_> = docs.iter().map(|(t, _)| s.counts(t, None)).collect();
         let idf = idf_of(&counts, s.buckets);
         let xs: Vec<Sparse> = counts
             .into_iter()
@@ -584,11 +641,12 @@ mod tests {
             features: s,
             labels: vec!["sport".into(), "economy".into()],
             mix: 1.0,
+            pairs: false,
             fitted_on: String::new(),
         };
         let m = Lexical::new(params, idf, w.clone(), b).unwrap();
-        assert!(m.probabilities("سجل الهداف في المباراة")[0] > 0.5);
-        assert!(m.probabilities("أسعار البورصة")[1] > 0.5);
+        assert!(m.probabilities("سجل الهداف في المباراة", None)[0] > 0.5);
+        assert!(m.probabilities("أسعار البورصة", None)[1] > 0.5);
         let (again, _) = fit(&xs, &ys, 2, s.buckets, &opts, |_, _, _, _| {}).unwrap();
         assert_eq!(w, again);
         assert!(fit(&xs, &ys[1..], 2, s.buckets, &opts, |_, _, _, _| {}).is_err());

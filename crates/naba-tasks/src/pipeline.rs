@@ -285,7 +285,8 @@ pub struct Pipeline {
     unk_id: Option<u32>,
     /// Stance only: asks whether a long text concerns the target before reading its stance.
     relatedness: Option<Box<Relatedness>>,
-    /// Topic only: a TF-IDF member whose probabilities are averaged with the encoder's.
+    /// A TF-IDF member whose probabilities are averaged with the encoder's: over texts for a
+    /// topic member, over texts read whole against a target for a stance one.
     lexical: Option<Box<Lexical>>,
 }
 
@@ -355,8 +356,10 @@ impl Pipeline {
         self
     }
 
-    /// Adds (or with `None` removes) the lexical member a single-label text classifier averages
-    /// its probabilities with. Its labels must be the model's, in the same order.
+    /// Adds (or with `None` removes) the lexical member a single-label classifier averages its
+    /// probabilities with. Its labels must be the model's, in the same order. A stance member
+    /// blends with texts read in one piece; a long text read sentence by sentence is left to
+    /// the encoder, as the member was fitted on whole short texts.
     pub fn with_lexical(mut self, member: Option<Lexical>) -> Result<Self, TaskError> {
         if let Some(m) = &member {
             if self.model.config.head != HeadKind::SequenceClassification
@@ -522,10 +525,10 @@ impl Pipeline {
                     Plan::Whole(i) => {
                         let (mut p, windows) = take(i)?;
                         // Softmax scores only: the member's are probabilities of one label.
-                        if let (Some(member), None, ScoreFunction::Softmax) =
-                            (&self.lexical, input.target, function)
-                        {
-                            member.blend(input.text, &mut p);
+                        if let (Some(member), ScoreFunction::Softmax) = (&self.lexical, function) {
+                            if member.reads(input.target) {
+                                member.blend(input.text, input.target, &mut p);
+                            }
                         }
                         let evidence = match input.target {
                             Some(_) => whole_text_evidence(input.text, labels, &p),

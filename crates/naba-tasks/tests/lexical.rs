@@ -22,6 +22,11 @@ fn pipeline() -> Pipeline {
 
 /// A member fitted on a few texts per label of the fixture (agree, disagree, other).
 fn member(labels: &[&str], mix: f32) -> Lexical {
+    member_for(labels, mix, None)
+}
+
+/// The same, read against `target` when one is given (a stance member).
+fn member_for(labels: &[&str], mix: f32, target: Option<&str>) -> Lexical {
     let spec = FeatureSpec {
         buckets: 1 << 12,
         ..FeatureSpec::default()
@@ -34,7 +39,7 @@ fn member(labels: &[&str], mix: f32) -> Lexical {
         ("الطقس معتدل اليوم في المدينة", 2),
         ("افتتح معرض الكتاب أبوابه", 2),
     ];
-    let counts: Vec<_> = docs.iter().map(|(t, _)| spec.counts(t)).collect();
+    let counts: Vec<_> = docs.iter().map(|(t, _)| spec.counts(t, target)).collect();
     let idf = idf_of(&counts, spec.buckets);
     let xs: Vec<Sparse> = counts
         .into_iter()
@@ -52,6 +57,7 @@ fn member(labels: &[&str], mix: f32) -> Lexical {
         features: spec,
         labels: labels.iter().map(|l| l.to_string()).collect(),
         mix,
+        pairs: target.is_some(),
         fitted_on: "test".into(),
     };
     Lexical::new(params, idf, w, b).expect("member")
@@ -94,7 +100,7 @@ fn topic_scores_are_the_stated_average_of_encoder_and_member() {
     let long = "نرفض القرار ونعارضه بشدة. ".repeat(40);
     for text in ["نؤيد القرار ونوافق عليه", long.as_str()] {
         let p = probs(&classify(&plain, text, None), &labels);
-        let q = m.probabilities(text);
+        let q = m.probabilities(text, None);
         let got = probs(&classify(&blended, text, None), &labels);
         for i in 0..labels.len() {
             let want = 0.7 * p[i] + 0.3 * q[i];
@@ -122,6 +128,37 @@ fn stance_inputs_are_read_by_the_encoder_alone() {
         probs(&classify(&plain, text, target), &labels),
         probs(&classify(&blended, text, target), &labels)
     );
+}
+
+#[test]
+fn a_stance_member_blends_with_short_pairs_only() {
+    let plain = pipeline();
+    let labels = plain.model().config.labels.clone();
+    let names: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let target = "القرار";
+    let m = member_for(&names, 0.5, Some(target));
+    let blended = pipeline()
+        .with_lexical(Some(m.clone()))
+        .expect("labels agree");
+    let text = "نعارض الخطة ونرفضها";
+    let p = probs(&classify(&plain, text, Some(target)), &labels);
+    let q = m.probabilities(text, Some(target));
+    let got = probs(&classify(&blended, text, Some(target)), &labels);
+    for i in 0..labels.len() {
+        assert!((got[i] - (0.5 * p[i] + 0.5 * q[i])).abs() < 1e-5);
+    }
+    // A topic input, and a long text read sentence by sentence, are the encoder's alone.
+    assert_eq!(
+        probs(&classify(&plain, text, None), &labels),
+        probs(&classify(&blended, text, None), &labels)
+    );
+    let long = "نعارض الخطة ونرفضها بشدة ولا نقبل بها. ".repeat(30);
+    let (a, b) = (
+        classify(&plain, &long, Some(target)),
+        classify(&blended, &long, Some(target)),
+    );
+    assert!(a.windows > 1);
+    assert_eq!(a.labels, b.labels);
 }
 
 #[test]

@@ -173,7 +173,8 @@ struct RunArgs {
     /// Stance: read long texts without the model's relatedness gate (every sentence may vote).
     #[arg(long)]
     no_relatedness: bool,
-    /// Topic: score the encoder alone, without the TF-IDF member the model may ship with.
+    /// Topic and stance: score the encoder alone, without the TF-IDF member the model may ship
+    /// with.
     #[arg(long)]
     no_lexical: bool,
     /// Tokens per window, special tokens included (default: the window the model was trained
@@ -382,7 +383,7 @@ fn load_pipeline(job: &Job, run: &RunArgs) -> Result<Pipeline> {
         _ => None,
     };
     let lexical = match job.task {
-        EvalTask::Topic if run.zero_shot_labels.is_none() && !run.no_lexical => {
+        EvalTask::Topic | EvalTask::Stance if run.zero_shot_labels.is_none() && !run.no_lexical => {
             Lexical::read(&model.dir)?
         }
         _ => None,

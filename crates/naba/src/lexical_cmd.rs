@@ -1,6 +1,6 @@
-//! `naba lexical`: fits the TF-IDF + logistic-regression member that a topic model averages its
-//! probabilities with (`naba_tasks::lexical`), on a recipe's training split, and chooses the
-//! member's share of the average on the recipe's dev split.
+//! `naba lexical`: fits the TF-IDF + logistic-regression member that a topic or stance model
+//! averages its probabilities with (`naba_tasks::lexical`), on a recipe's training split, and
+//! chooses the member's share of the average on the recipe's dev split.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct LexicalArgs {
-    /// The topic model's recipe: its data, labels and dev split are used.
+    /// The model's recipe (topic or stance): its data, labels and dev split are used.
     #[arg(long)]
     pub recipe: PathBuf,
     /// The model's own dev predictions, `predictions.jsonl` of `naba eval` over the recipe's
@@ -51,19 +51,23 @@ pub struct LexicalArgs {
 
 struct Rows {
     texts: Vec<String>,
+    /// Stance targets (pair recipes).
+    targets: Vec<Option<String>>,
     labels: Vec<usize>,
     lines: Vec<usize>,
 }
 
 pub fn run(args: LexicalArgs) -> Result<ExitCode> {
     let recipe = Recipe::from_file(&args.recipe)?;
-    if recipe.task != Task::SequenceClassification {
-        bail!(
-            "the lexical member reads a text alone: recipe task `{}` is not supported, use a \
-             topic (sequence-classification) recipe",
-            recipe.task.as_str()
-        );
-    }
+    let pairs = match recipe.task {
+        Task::SequenceClassification => false,
+        Task::PairClassification => true,
+        other => bail!(
+            "the lexical member labels whole texts: recipe task `{}` is not supported, use a \
+             sequence-classification (topic) or pair-classification (stance) recipe",
+            other.as_str()
+        ),
+    };
     if !(1..=24).contains(&args.buckets_log2) {
         bail!(
             "--buckets-log2 must lie in 1..=24, got {}",
@@ -86,13 +90,19 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         dev.texts.len(),
         spec.buckets
     );
-    let counts: Vec<_> = train.texts.par_iter().map(|t| spec.counts(t)).collect();
+    let counts: Vec<_> = (0..train.texts.len())
+        .into_par_iter()
+        .map(|i| spec.counts(&train.texts[i], train.targets[i].as_deref()))
+        .collect();
     let idf = idf_of(&counts, spec.buckets);
     let xs: Vec<Sparse> = counts
         .into_par_iter()
         .map(|c| tfidf_of_counts(c, &idf))
         .collect();
-    let dev_xs: Vec<Sparse> = dev.texts.par_iter().map(|t| spec.tfidf(t, &idf)).collect();
+    let dev_xs: Vec<Sparse> = (0..dev.texts.len())
+        .into_par_iter()
+        .map(|i| spec.tfidf(&dev.texts[i], dev.targets[i].as_deref(), &idf))
+        .collect();
     let labels = &recipe.data.labels;
     let score_labels: Vec<&str> = recipe
         .data
@@ -147,6 +157,7 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
             features: spec,
             labels: labels.clone(),
             mix: args.mix.unwrap_or(0.0),
+            pairs,
             fitted_on: String::new(),
         },
         idf,
@@ -158,7 +169,12 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     member.write(&args.out)?;
     member = Lexical::read(&args.out)?.context("the member just written is not there")?;
-    let lexical_dev: Vec<Vec<f32>> = dev.texts.iter().map(|t| member.probabilities(t)).collect();
+    let lexical_dev: Vec<Vec<f32>> = dev
+        .texts
+        .iter()
+        .zip(&dev.targets)
+        .map(|(t, g)| member.probabilities(t, g.as_deref()))
+        .collect();
     let (lex_main, lex_acc) = score(&lexical_dev)?;
     let how = match (args.mix, &args.dev_predictions) {
         (Some(m), _) => {
@@ -231,6 +247,7 @@ fn splits(recipe: &Recipe) -> Result<(Rows, Rows)> {
     let rows = |corpus: &ClassificationCorpus, idx: &[usize]| -> Result<Rows> {
         let mut out = Rows {
             texts: Vec::new(),
+            targets: Vec::new(),
             labels: Vec::new(),
             lines: Vec::new(),
         };
@@ -245,6 +262,7 @@ fn splits(recipe: &Recipe) -> Result<(Rows, Rows)> {
                 )
             })?;
             out.texts.push(ex.text.clone());
+            out.targets.push(ex.target.clone());
             out.labels.push(y);
             out.lines.push(ex.line);
         }

@@ -119,8 +119,8 @@ pub struct PredictArgs {
     /// may vote even when none concerns the target (how naba read them before the gate).
     #[arg(long)]
     pub no_relatedness: bool,
-    /// Topic: read with the encoder alone, without the TF-IDF member a model may ship with
-    /// (`lexical.json`, averaged with the encoder's probabilities).
+    /// Topic and stance: read with the encoder alone, without the TF-IDF member a model may
+    /// ship with (`lexical.json`, averaged with the encoder's probabilities).
     #[arg(long)]
     pub no_lexical: bool,
     /// Keep entity spans exactly as transformers reports them, instead of trimming white space
@@ -316,7 +316,7 @@ fn load_labeller(
         _ => None,
     };
     let lexical = match args.task {
-        Task::Topic if !args.no_lexical => Lexical::read(&model.dir)?,
+        Task::Topic | Task::Stance if !args.no_lexical => Lexical::read(&model.dir)?,
         _ => None,
     };
     let pipeline = Pipeline::new(

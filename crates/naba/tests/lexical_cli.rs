@@ -172,15 +172,66 @@ fn fit_choose_on_dev_and_predict_with_the_member() {
 }
 
 #[test]
+fn a_stance_member_reads_text_against_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, _, recipe) = setup(tmp.path(), "pair-classification");
+    ok(naba(&[
+        "lexical",
+        "--recipe",
+        &recipe,
+        "--mix",
+        "0.8",
+        "--out",
+        &model,
+        "--epochs",
+        "20",
+        "--lr",
+        "0.05",
+        "--batch-size",
+        "2",
+        "--buckets-log2",
+        "12",
+    ]));
+    let params: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&model).join("lexical.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(params["pairs"], true, "{params}");
+    let text = "نعارض الخطة ونرفضها";
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "predict",
+            "--task",
+            "stance",
+            "--model",
+            &model,
+            "--target",
+            "القرار",
+        ];
+        args.extend_from_slice(extra);
+        args.push(text);
+        serde_json::from_str(ok(naba(&args)).trim()).unwrap()
+    };
+    assert_ne!(run(&[])["labels"], run(&["--no-lexical"])["labels"]);
+}
+
+#[test]
 fn bad_recipes_and_prediction_files_are_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_, _, recipe) = setup(tmp.path(), "pair-classification");
+    let ner = tmp.path().join("ner.toml");
+    std::fs::write(
+        &ner,
+        "name = \"n\"\ntask = \"token-classification\"\nbase = \"b\"\n[data]\n\
+         train = \"train.txt\"\nlabels = [\"O\", \"B-PERS\", \"I-PERS\"]\n",
+    )
+    .unwrap();
     let out_dir = tmp.path().join("out").to_string_lossy().into_owned();
+    let ner = ner.to_string_lossy().into_owned();
     one_error(
         &naba(&[
-            "lexical", "--recipe", &recipe, "--mix", "0.5", "--out", &out_dir,
+            "lexical", "--recipe", &ner, "--mix", "0.5", "--out", &out_dir,
         ]),
-        "sequence-classification",
+        "pair-classification (stance)",
     );
     let tmp = tempfile::tempdir().unwrap();
     let (_, _, recipe) = setup(tmp.path(), "sequence-classification");
