@@ -1044,3 +1044,49 @@ async fn stance_reports_the_relatedness_gate_and_a_cut_target() {
     assert!(kept < total, "{cut}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A topic model with a lexical member beside it: the server loads it and its answers are the
+/// stated average (here the member's share is 1, so its probabilities alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_answers_blend_the_lexical_member_beside_the_model() {
+    use naba_tasks::lexical::{FeatureSpec, Lexical, LexicalParams};
+    let dir = tempfile::tempdir().expect("temp dir");
+    for f in std::fs::read_dir(common::fixture("bert-seq-cls")).expect("fixture") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
+    }
+    let features = FeatureSpec {
+        buckets: 16,
+        ..FeatureSpec::default()
+    };
+    let params = LexicalParams {
+        features,
+        labels: vec!["agree".into(), "disagree".into(), "other".into()],
+        mix: 1.0,
+        pairs: false,
+        fitted_on: "test".into(),
+    };
+    // No weights, only biases: every text gets softmax([0, 3, 0]).
+    let member =
+        Lexical::new(params, vec![1.0; 16], vec![0.0; 48], vec![0.0, 3.0, 0.0]).expect("member");
+    member.write(dir.path()).expect("write member");
+    let mut cfg = config();
+    cfg.models.retain(|m| m.name != "topic-3");
+    let mut topic = common::entry("topic-3", naba_server::Task::Topic, "bert-seq-cls");
+    topic.path = dir.path().to_string_lossy().into_owned();
+    cfg.models.push(topic);
+    let server = TestServer::start(cfg).await;
+    let (s, b) = post(
+        &server,
+        "/v1/topic",
+        json!({"text": SENTENCES[2], "model": "topic-3"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let best = &b["documents"][0]["topic"]["labels"][0];
+    assert_eq!(best["label"], "disagree", "{b}");
+    let want = 3f64.exp() / (2.0 + 3f64.exp());
+    let got = best["score"].as_f64().expect("score");
+    assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    server.stop().await.expect("clean stop");
+}
