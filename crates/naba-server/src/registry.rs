@@ -294,7 +294,7 @@ fn load(
         _ => None,
     };
     if let Some(m) = &lexical {
-        tracing::info!(model = %entry.name, mix = m.params.mix, "lexical member");
+        tracing::info!(model = %entry.name, mix = %m.params.mix, "lexical member");
     }
     let pipeline = Pipeline::new(model, pipe_opts)?
         .with_relatedness(gate)
