@@ -44,6 +44,9 @@ pub struct LexicalArgs {
     /// Hash buckets the n-grams share (log2).
     #[arg(long, default_value_t = 18)]
     pub buckets_log2: u32,
+    /// Weigh every example alike instead of by `n / (labels * count of its label)`.
+    #[arg(long)]
+    pub no_balance: bool,
     /// Seeds the example order [default: the recipe's seed].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -126,7 +129,7 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         lr: args.lr,
         weight_decay: args.weight_decay,
         batch_size: args.batch_size,
-        balanced: true,
+        balanced: !args.no_balance,
         seed: args.seed.unwrap_or(recipe.seed),
     };
     let started = std::time::Instant::now();
@@ -218,7 +221,7 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         (None, None) => bail!("give --dev-predictions or --mix"),
     };
     member.params.fitted_on = format!(
-        "{} training rows of {} ({} epochs, lr {}, weight decay {}, batch {}, seed {}, \
+        "{} training rows of {} ({} epochs, lr {}, weight decay {}, batch {}, {}, seed {}, \
          {fit_seconds:.0}s); {how}",
         train.texts.len(),
         recipe.data.train.display(),
@@ -226,6 +229,11 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         opts.lr,
         opts.weight_decay,
         opts.batch_size,
+        if opts.balanced {
+            "classes balanced"
+        } else {
+            "examples weighed alike"
+        },
         opts.seed,
     );
     member.write(&args.out)?;
