@@ -44,6 +44,8 @@ pub struct ModelDetails {
     pub metrics: Option<Value>,
     /// Zero-shot models: how they score labels.
     pub zero_shot_method: Option<ZeroShotMethod>,
+    /// The share of a TF-IDF member averaged with the encoder, when the model has one.
+    pub lexical_mix: Option<f32>,
 }
 
 pub struct ModelHandle {
@@ -255,6 +257,7 @@ fn load(
             card: None,
             metrics: None,
             zero_shot_method: Some(ZeroShotMethod::Entailment),
+            lexical_mix: None,
         };
         let engine = Engine::Deberta(Box::new(EntailmentZeroShot::new(model)?));
         return Ok((PipelineRunner::new(engine, entry.task)?, details));
@@ -301,6 +304,7 @@ fn load(
         .with_lexical(lexical)?;
     let details = ModelDetails {
         window_tokens: pipeline.window(),
+        lexical_mix: pipeline.lexical_mix(),
         ..details
     };
     let engine = match entry.task {
@@ -375,6 +379,7 @@ fn describe(model: &Model) -> ModelDetails {
         card,
         metrics,
         zero_shot_method: None,
+        lexical_mix: None,
     }
 }
 

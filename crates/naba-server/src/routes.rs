@@ -432,6 +432,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<ModelsResponse> {
                 version: d.and_then(|d| d.version.clone()),
                 window_tokens: d.map(|d| d.window_tokens),
                 card: d.and_then(|d| d.card.clone()),
+                lexical_mix: d.and_then(|d| d.lexical_mix),
                 metrics: d.and_then(|d| d.metrics.clone()),
                 error: match status {
                     Status::Failed(e) => Some(e),

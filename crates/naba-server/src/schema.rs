@@ -256,6 +256,10 @@ pub struct ModelInfo {
     /// The model card file that was read, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub card: Option<String>,
+    /// Topic and stance: the share of the TF-IDF member (`lexical.json` beside the model)
+    /// averaged with the encoder's probabilities, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical_mix: Option<f32>,
     /// Metrics as the model card states them (free-form).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]

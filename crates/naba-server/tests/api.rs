@@ -1088,5 +1088,24 @@ async fn topic_answers_blend_the_lexical_member_beside_the_model() {
     let want = 3f64.exp() / (2.0 + 3f64.exp());
     let got = best["score"].as_f64().expect("score");
     assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    let models: Value = client()
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .expect("models")
+        .json()
+        .await
+        .expect("json");
+    let listed = |name: &str| {
+        models["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["name"] == name)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(listed("topic-3")["lexical_mix"], 1.0, "{models}");
+    assert!(listed("topic").get("lexical_mix").is_none(), "{models}");
     server.stop().await.expect("clean stop");
 }
