@@ -4,11 +4,14 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use naba_eval::ClassificationCorpus;
+use naba_models::{HeadKind, LoadOptions, Model};
 use naba_tasks::lexical::{
     fit, idf_of, logits_into, tfidf_of_counts, FeatureSpec, FitOptions, Lexical, LexicalParams,
     Sparse,
 };
+use naba_tasks::{ClassifyInput, ClassifyOptions, Pipeline, PipelineOptions};
 use naba_train::{data, Recipe, Task};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -23,8 +26,13 @@ pub struct LexicalArgs {
     /// The model's own dev predictions, `predictions.jsonl` of `naba eval` over the recipe's
     /// dev rows (joined by file line), made with `--no-lexical` when the model already has a
     /// member. The member's share of the average is chosen on them.
-    #[arg(long, required_unless_present = "mix")]
+    #[arg(long, required_unless_present_any = ["mix", "model"], conflicts_with = "model")]
     pub dev_predictions: Option<PathBuf>,
+    /// Or: the model (a name or directory), run here over the recipe's dev rows without any
+    /// member it has, as `naba eval --no-lexical` would read them (long stance texts without a
+    /// relatedness gate).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Use this share instead of choosing one on dev.
     #[arg(long)]
     pub mix: Option<f32>,
@@ -179,12 +187,17 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         .map(|(t, g)| member.probabilities(t, g.as_deref()))
         .collect();
     let (lex_main, lex_acc) = score(&lexical_dev)?;
-    let how = match (args.mix, &args.dev_predictions) {
+    let encoder_dev = match (args.mix, &args.dev_predictions, &args.model) {
+        (Some(_), _, _) => None,
+        (None, Some(path), _) => Some(read_predictions(path, &dev.lines, labels)?),
+        (None, None, Some(model)) => Some(run_model(model, &dev, labels)?),
+        (None, None, None) => bail!("give --dev-predictions, --model or --mix"),
+    };
+    let how = match (args.mix, encoder_dev) {
         (Some(m), _) => {
             format!("mix {m} given; dev {lex_main:.4} / accuracy {lex_acc:.4} for the member alone")
         }
-        (None, Some(path)) => {
-            let encoder = read_predictions(path, &dev.lines, labels)?;
+        (None, Some(encoder)) => {
             let (enc_main, enc_acc) = score(&encoder)?;
             let mut best = (0.0f32, enc_main, enc_acc);
             eprintln!("dev, share of the lexical member -> headline / accuracy:");
@@ -218,7 +231,7 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
                 best.2
             )
         }
-        (None, None) => bail!("give --dev-predictions or --mix"),
+        (None, None) => bail!("give --dev-predictions, --model or --mix"),
     };
     member.params.fitted_on = format!(
         "{} training rows of {} ({} epochs, lr {}, weight decay {}, batch {}, {}, seed {}, \
@@ -289,6 +302,58 @@ fn splits(recipe: &Recipe) -> Result<(Rows, Rows)> {
             Ok((rows(&train, &t)?, rows(&train, &dv)?))
         }
     }
+}
+
+/// The model's dev probabilities, in the recipe's label order, from running it here.
+fn run_model(spec: &str, dev: &Rows, labels: &[String]) -> Result<Vec<Vec<f32>>> {
+    let opts = LoadOptions {
+        head_hint: Some(HeadKind::SequenceClassification),
+        ..LoadOptions::default()
+    };
+    let model = Model::load(spec, &opts).with_context(|| format!("cannot load model `{spec}`"))?;
+    if model.config.labels != labels {
+        bail!(
+            "model `{spec}` has the labels {:?}, the recipe {:?}: name the model the recipe trains",
+            model.config.labels,
+            labels
+        );
+    }
+    let pipeline = Pipeline::new(model, &PipelineOptions::default())?;
+    let bar = ProgressBar::new(dev.texts.len() as u64).with_style(
+        ProgressStyle::with_template("dev {bar:30} {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut out = Vec::with_capacity(dev.texts.len());
+    for chunk in (0..dev.texts.len()).collect::<Vec<_>>().chunks(32) {
+        let inputs: Vec<ClassifyInput> = chunk
+            .iter()
+            .map(|&i| ClassifyInput {
+                text: &dev.texts[i],
+                target: dev.targets[i].as_deref(),
+            })
+            .collect();
+        for (&i, result) in chunk
+            .iter()
+            .zip(pipeline.classify(&inputs, &ClassifyOptions::default()))
+        {
+            let scored =
+                result.with_context(|| format!("dev row at data line {}", dev.lines[i]))?;
+            let by_label: HashMap<&str, f32> = scored
+                .labels
+                .iter()
+                .map(|s| (s.label.as_str(), s.score))
+                .collect();
+            out.push(
+                labels
+                    .iter()
+                    .map(|l| by_label.get(l.as_str()).copied().unwrap_or(0.0))
+                    .collect(),
+            );
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
 }
 
 /// The model's dev probabilities from a `naba eval` predictions file, in dev order.

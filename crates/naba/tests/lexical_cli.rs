@@ -133,6 +133,30 @@ fn fit_choose_on_dev_and_predict_with_the_member() {
         params["labels"],
         serde_json::json!(["agree", "disagree", "other"])
     );
+    // Running the model here instead (its member left out) reads dev as `naba eval` did.
+    let elsewhere = tmp.path().join("via-model").to_string_lossy().into_owned();
+    ok(naba(&[
+        "lexical",
+        "--recipe",
+        &recipe,
+        "--model",
+        &model,
+        "--out",
+        &elsewhere,
+        "--epochs",
+        "20",
+        "--lr",
+        "0.05",
+        "--batch-size",
+        "2",
+        "--buckets-log2",
+        "12",
+    ]));
+    let again: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&elsewhere).join("lexical.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again["mix"], params["mix"], "{again}");
 
     // A given share, so the blend must show in predictions.
     ok(naba(&[
