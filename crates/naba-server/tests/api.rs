@@ -7,6 +7,17 @@ use common::{char_slice, client, config, example_articles, metrics_text, TestSer
 use serde_json::{json, Value};
 use std::time::Duration;
 
+async fn get(server: &TestServer, path: &str) -> Value {
+    client()
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
     let r = client()
         .post(server.url(path))
@@ -880,14 +891,7 @@ async fn zero_shot_scores_the_labels_a_request_names() {
     .await;
     assert_error(status, &body, 422, "invalid_request");
 
-    let models: Value = client()
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("JSON");
+    let models = get(&server, "/v1/models").await;
     assert!(
         models["models"].as_array().is_some_and(|m| m
             .iter()
@@ -1088,14 +1092,7 @@ async fn topic_answers_blend_the_lexical_member_beside_the_model() {
     let want = 3f64.exp() / (2.0 + 3f64.exp());
     let got = best["score"].as_f64().expect("score");
     assert!((got - want).abs() < 1e-4, "{got} vs {want}");
-    let models: Value = client()
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("json");
+    let models = get(&server, "/v1/models").await;
     let listed = |name: &str| {
         models["models"]
             .as_array()

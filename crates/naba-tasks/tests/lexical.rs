@@ -3,22 +3,13 @@
 //! whose labels are not the model's is refused. Runs the tiny `bert-seq-cls` parity checkpoint
 //! (labels agree / disagree / other).
 
-use naba_models::{HeadKind, LoadOptions, Model};
+mod common;
+
+use common::{pipeline, probs};
 use naba_tasks::lexical::{
     fit, idf_of, tfidf_of_counts, FeatureSpec, FitOptions, Lexical, LexicalParams, Sparse,
 };
-use naba_tasks::{ClassifyInput, ClassifyOptions, ClassifyOutput, Pipeline, PipelineOptions};
-use std::path::PathBuf;
-
-fn pipeline() -> Pipeline {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/bert-seq-cls");
-    let opts = LoadOptions {
-        head_hint: Some(HeadKind::SequenceClassification),
-        ..LoadOptions::default()
-    };
-    let model = Model::load(&dir.to_string_lossy(), &opts).expect("load model");
-    Pipeline::new(model, &PipelineOptions::default()).expect("pipeline")
-}
+use naba_tasks::{ClassifyInput, ClassifyOptions, ClassifyOutput, Pipeline};
 
 /// A member fitted on a few texts per label of the fixture (agree, disagree, other).
 fn member(labels: &[&str], mix: f32) -> Lexical {
@@ -71,19 +62,6 @@ fn classify(p: &Pipeline, text: &str, target: Option<&str>) -> ClassifyOutput {
     .pop()
     .expect("one output")
     .expect("classified")
-}
-
-fn probs(out: &ClassifyOutput, labels: &[String]) -> Vec<f32> {
-    labels
-        .iter()
-        .map(|l| {
-            out.labels
-                .iter()
-                .find(|s| &s.label == l)
-                .map(|s| s.score)
-                .expect("every label scored")
-        })
-        .collect()
 }
 
 #[test]

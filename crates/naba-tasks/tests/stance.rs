@@ -3,22 +3,14 @@
 //! Runs the tiny `bert-seq-cls` parity checkpoint (labels agree / disagree / other, 64-token
 //! window).
 
+mod common;
+
+use common::{pipeline, probs};
 use naba_models::{HeadKind, LoadOptions, Model};
 use naba_tasks::{
-    ClassifyInput, ClassifyOptions, ClassifyOutput, Pipeline, PipelineOptions, Relatedness,
-    RelatednessParams,
+    ClassifyInput, ClassifyOptions, ClassifyOutput, Pipeline, Relatedness, RelatednessParams,
 };
 use std::path::PathBuf;
-
-fn pipeline() -> Pipeline {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/bert-seq-cls");
-    let opts = LoadOptions {
-        head_hint: Some(HeadKind::SequenceClassification),
-        ..LoadOptions::default()
-    };
-    let model = Model::load(&dir.to_string_lossy(), &opts).expect("load model");
-    Pipeline::new(model, &PipelineOptions::default()).expect("pipeline")
-}
 
 const TARGET: &str = "روسيا تدخلت في الانتخابات الأمريكية";
 
@@ -47,19 +39,6 @@ fn stance(p: &Pipeline, text: &str, target: &str) -> ClassifyOutput {
     .pop()
     .expect("one output")
     .expect("classified")
-}
-
-fn probs(out: &ClassifyOutput, labels: &[String]) -> Vec<f32> {
-    labels
-        .iter()
-        .map(|l| {
-            out.labels
-                .iter()
-                .find(|s| &s.label == l)
-                .map(|s| s.score)
-                .expect("every label scored")
-        })
-        .collect()
 }
 
 fn slice(text: &str, start: usize, end: usize) -> String {

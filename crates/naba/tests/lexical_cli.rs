@@ -31,6 +31,20 @@ fn one_error(out: &Output, needle: &str) {
     assert!(lines[0].contains(needle), "`{needle}` not in: {stderr}");
 }
 
+/// `naba lexical` with settings that fit the six-text fixture corpus, plus `args`.
+fn fit(recipe: &str, out: &str, args: &[&str]) -> Output {
+    let mut all = vec!["lexical", "--recipe", recipe, "--out", out];
+    all.extend_from_slice(&["--epochs", "20", "--lr", "0.05", "--batch-size", "2"]);
+    all.extend_from_slice(&["--buckets-log2", "12"]);
+    all.extend_from_slice(args);
+    naba(&all)
+}
+
+fn member_params(dir: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(Path::new(dir).join("lexical.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A copy of the fixture model, a JSONL corpus with train and dev rows, and a recipe over it.
 fn setup(dir: &Path, task: &str) -> (String, String, String) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -103,30 +117,15 @@ fn fit_choose_on_dev_and_predict_with_the_member() {
         &report.to_string_lossy(),
     ]));
     let preds = report.join("predictions.jsonl");
-    let out = naba(&[
-        "lexical",
-        "--recipe",
+    let out = fit(
         &recipe,
-        "--dev-predictions",
-        &preds.to_string_lossy(),
-        "--out",
         &model,
-        "--epochs",
-        "20",
-        "--lr",
-        "0.05",
-        "--batch-size",
-        "2",
-        "--buckets-log2",
-        "12",
-    ]);
+        &["--dev-predictions", &preds.to_string_lossy()],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(out);
     assert!(stderr.contains("chosen on dev (6 rows)"), "{stderr}");
-    let params: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&model).join("lexical.json")).unwrap(),
-    )
-    .unwrap();
+    let params = member_params(&model);
     let mix = params["mix"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&mix), "{params}");
     assert_eq!(
@@ -135,47 +134,12 @@ fn fit_choose_on_dev_and_predict_with_the_member() {
     );
     // Running the model here instead (its member left out) reads dev as `naba eval` did.
     let elsewhere = tmp.path().join("via-model").to_string_lossy().into_owned();
-    ok(naba(&[
-        "lexical",
-        "--recipe",
-        &recipe,
-        "--model",
-        &model,
-        "--out",
-        &elsewhere,
-        "--epochs",
-        "20",
-        "--lr",
-        "0.05",
-        "--batch-size",
-        "2",
-        "--buckets-log2",
-        "12",
-    ]));
-    let again: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&elsewhere).join("lexical.json")).unwrap(),
-    )
-    .unwrap();
+    ok(fit(&recipe, &elsewhere, &["--model", &model]));
+    let again = member_params(&elsewhere);
     assert_eq!(again["mix"], params["mix"], "{again}");
 
     // A given share, so the blend must show in predictions.
-    ok(naba(&[
-        "lexical",
-        "--recipe",
-        &recipe,
-        "--mix",
-        "0.8",
-        "--out",
-        &model,
-        "--epochs",
-        "20",
-        "--lr",
-        "0.05",
-        "--batch-size",
-        "2",
-        "--buckets-log2",
-        "12",
-    ]));
+    ok(fit(&recipe, &model, &["--mix", "0.8"]));
     let text = "نعارض الخطة ونرفضها";
     let score =
         |stdout: String| -> serde_json::Value { serde_json::from_str(stdout.trim()).unwrap() };
@@ -199,27 +163,8 @@ fn fit_choose_on_dev_and_predict_with_the_member() {
 fn a_stance_member_reads_text_against_target() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, _, recipe) = setup(tmp.path(), "pair-classification");
-    ok(naba(&[
-        "lexical",
-        "--recipe",
-        &recipe,
-        "--mix",
-        "0.8",
-        "--out",
-        &model,
-        "--epochs",
-        "20",
-        "--lr",
-        "0.05",
-        "--batch-size",
-        "2",
-        "--buckets-log2",
-        "12",
-    ]));
-    let params: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(Path::new(&model).join("lexical.json")).unwrap(),
-    )
-    .unwrap();
+    ok(fit(&recipe, &model, &["--mix", "0.8"]));
+    let params = member_params(&model);
     assert_eq!(params["pairs"], true, "{params}");
     let text = "نعارض الخطة ونرفضها";
     let run = |extra: &[&str]| -> serde_json::Value {
