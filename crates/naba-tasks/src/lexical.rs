@@ -380,6 +380,18 @@ pub fn idf_of(counts: &[Counts], buckets: u32) -> Vec<f32> {
         .collect()
 }
 
+/// The TF-IDF rows of `(text, target)` pairs with the IDF they define: a training set for
+/// [`fit`] in one call, on one thread (`naba lexical` does the same steps on all of them).
+pub fn featurize(spec: &FeatureSpec, docs: &[(&str, Option<&str>)]) -> (Vec<Sparse>, Vec<f32>) {
+    let counts: Vec<Counts> = docs.iter().map(|(t, g)| spec.counts(t, *g)).collect();
+    let idf = idf_of(&counts, spec.buckets);
+    let xs = counts
+        .into_iter()
+        .map(|c| tfidf_of_counts(c, &idf))
+        .collect();
+    (xs, idf)
+}
+
 /// Fits a multinomial logistic regression on sparse rows `xs` with labels `ys` (indices below
 /// `labels`) by mini-batch AdamW; `on_epoch(epoch, weights, bias, mean loss)` runs after each
 /// epoch (progress, dev scoring). Returns the `buckets x labels` weights and the biases.
@@ -621,12 +633,8 @@ mod tests {
             ("تراجع التضخم وارتفعت البورصة", 1),
             ("البورصة والنفط والتضخم", 1),
         ];
-        let counts: Vec<_> = docs.iter().map(|(t, _)| s.counts(t, None)).collect();
-        let idf = idf_of(&counts, s.buckets);
-        let xs: Vec<Sparse> = counts
-            .into_iter()
-            .map(|c| tfidf_of_counts(c, &idf))
-            .collect();
+        let texts: Vec<(&str, Option<&str>)> = docs.iter().map(|(t, _)| (*t, None)).collect();
+        let (xs, idf) = featurize(&s, &texts);
         let ys: Vec<usize> = docs.iter().map(|(_, y)| *y).collect();
         let opts = FitOptions {
             epochs: 30,

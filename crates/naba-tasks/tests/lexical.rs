@@ -6,9 +6,7 @@
 mod common;
 
 use common::{pipeline, probs};
-use naba_tasks::lexical::{
-    fit, idf_of, tfidf_of_counts, FeatureSpec, FitOptions, Lexical, LexicalParams, Sparse,
-};
+use naba_tasks::lexical::{featurize, fit, FeatureSpec, FitOptions, Lexical, LexicalParams};
 use naba_tasks::{ClassifyInput, ClassifyOptions, ClassifyOutput, Pipeline};
 
 /// A member fitted on a few texts per label of the fixture (agree, disagree, other).
@@ -30,12 +28,8 @@ fn member_for(labels: &[&str], mix: f32, target: Option<&str>) -> Lexical {
         ("الطقس معتدل اليوم في المدينة", 2),
         ("افتتح معرض الكتاب أبوابه", 2),
     ];
-    let counts: Vec<_> = docs.iter().map(|(t, _)| spec.counts(t, target)).collect();
-    let idf = idf_of(&counts, spec.buckets);
-    let xs: Vec<Sparse> = counts
-        .into_iter()
-        .map(|c| tfidf_of_counts(c, &idf))
-        .collect();
+    let texts: Vec<(&str, Option<&str>)> = docs.iter().map(|(t, _)| (*t, target)).collect();
+    let (xs, idf) = featurize(&spec, &texts);
     let ys: Vec<usize> = docs.iter().map(|(_, y)| *y).collect();
     let opts = FitOptions {
         epochs: 20,
