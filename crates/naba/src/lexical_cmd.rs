@@ -52,6 +52,12 @@ pub struct LexicalArgs {
     /// Hash buckets the n-grams share (log2).
     #[arg(long, default_value_t = 18)]
     pub buckets_log2: u32,
+    /// Word n-gram lengths, LOW-HIGH.
+    #[arg(long, default_value = "1-2", value_parser = parse_range)]
+    pub word_ngrams: (usize, usize),
+    /// Character n-gram lengths inside each word, LOW-HIGH.
+    #[arg(long, default_value = "2-5", value_parser = parse_range)]
+    pub char_ngrams: (usize, usize),
     /// Weigh every example alike instead of by `n / (labels * count of its label)`.
     #[arg(long)]
     pub no_balance: bool,
@@ -93,7 +99,8 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
     let (train, dev) = splits(&recipe)?;
     let spec = FeatureSpec {
         buckets: 1 << args.buckets_log2,
-        ..FeatureSpec::default()
+        word_ngrams: args.word_ngrams,
+        char_ngrams: args.char_ngrams,
     };
     eprintln!(
         "lexical: {} training and {} dev texts, {} buckets",
@@ -417,6 +424,21 @@ fn probabilities(xs: &[Sparse], w: &[f32], b: &[f32]) -> Vec<Vec<f32>> {
             naba_tasks::softmax(&z)
         })
         .collect()
+}
+
+/// `LOW-HIGH` (or one number) as an inclusive n-gram range, 1 <= LOW <= HIGH <= 8.
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let num = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not LOW-HIGH, e.g. 1-2"))
+    };
+    let (lo, hi) = (num(lo)?, num(hi)?);
+    if !(1 <= lo && lo <= hi && hi <= 8) {
+        return Err(format!("`{s}`: n-gram lengths need 1 <= LOW <= HIGH <= 8"));
+    }
+    Ok((lo, hi))
 }
 
 fn argmax(p: &[f32]) -> usize {
