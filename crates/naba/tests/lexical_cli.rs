@@ -220,6 +220,22 @@ fn bad_recipes_and_prediction_files_are_named() {
         ]),
         "has no prediction for data line",
     );
+    let bad_range = naba(&[
+        "lexical",
+        "--recipe",
+        &recipe,
+        "--mix",
+        "0.5",
+        "--out",
+        &out_dir,
+        "--word-ngrams",
+        "3-1",
+    ]);
+    let stderr = String::from_utf8_lossy(&bad_range.stderr);
+    assert!(
+        !bad_range.status.success() && stderr.contains("1 <= LOW <= HIGH <= 8"),
+        "{stderr}"
+    );
     one_error(
         &naba(&[
             "lexical", "--recipe", &recipe, "--mix", "2", "--out", &out_dir,
