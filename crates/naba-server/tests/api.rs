@@ -998,12 +998,8 @@ async fn zero_shot_by_entailment_reads_the_template_and_methods_pick_models() {
 /// cut and the answer says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stance_reports_the_relatedness_gate_and_a_cut_target() {
-    let dir = std::env::temp_dir().join(format!("naba-api-gate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    for f in std::fs::read_dir(common::fixture("bert-seq-cls")).expect("fixture") {
-        let f = f.expect("entry").path();
-        std::fs::copy(&f, dir.join(f.file_name().expect("name"))).expect("copy");
-    }
+    let copy = common::copy_fixture("bert-seq-cls");
+    let dir = copy.path();
     let gate = json!({
         "encoder": common::fixture("bert-seq-cls"), "prefix": "", "weight": 1.0, "bias": -50.0
     });
@@ -1046,7 +1042,6 @@ async fn stance_reports_the_relatedness_gate_and_a_cut_target() {
     let kept = cut["kept_tokens"].as_u64().expect("kept_tokens");
     let total = cut["target_tokens"].as_u64().expect("target_tokens");
     assert!(kept < total, "{cut}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A topic model with a lexical member beside it: the server loads it and its answers are the
@@ -1054,11 +1049,7 @@ async fn stance_reports_the_relatedness_gate_and_a_cut_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_answers_blend_the_lexical_member_beside_the_model() {
     use naba_tasks::lexical::{FeatureSpec, Lexical, LexicalParams};
-    let dir = tempfile::tempdir().expect("temp dir");
-    for f in std::fs::read_dir(common::fixture("bert-seq-cls")).expect("fixture") {
-        let f = f.expect("entry").path();
-        std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
-    }
+    let dir = common::copy_fixture("bert-seq-cls");
     let features = FeatureSpec {
         buckets: 16,
         ..FeatureSpec::default()

@@ -239,9 +239,7 @@ impl Lexical {
     /// label order.
     pub fn probabilities(&self, text: &str, target: Option<&str>) -> Vec<f32> {
         let x = self.params.features.tfidf(text, target, &self.idf);
-        let mut z = self.bias.clone();
-        logits_into(&self.weights, &x, &mut z);
-        crate::scores::softmax(&z)
+        predict(&self.weights, &self.bias, &x)
     }
 
     /// Whether this member reads inputs with (stance) or without (topic) a target.
@@ -251,11 +249,19 @@ impl Lexical {
 
     /// Averages the encoder's probabilities `p` of `text` with this member's, by `mix`.
     pub fn blend(&self, text: &str, target: Option<&str>, p: &mut [f32]) {
-        let q = self.probabilities(text, target);
-        let m = self.params.mix;
-        for (a, b) in p.iter_mut().zip(q) {
-            *a = (1.0 - m) * *a + m * b;
-        }
+        average_into(p, &self.probabilities(text, target), self.params.mix);
+    }
+
+    /// This member as [`Lexical::write`] stores it and [`Lexical::read`] returns it, weights
+    /// rounded through f16, so a share chosen in memory is chosen for what will run.
+    pub fn as_stored(mut self) -> Result<Self, TaskError> {
+        let k = self.bias.len();
+        self.weights = Tensor::from_slice(&self.weights, (self.weights.len() / k, k), &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F16))
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())?;
+        Ok(self)
     }
 
     /// Reads the member beside a model; `None` when the directory has none. An error when
@@ -318,6 +324,20 @@ impl Lexical {
             std::fs::rename(partial(name), dir.join(name)).map_err(|e| err(e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// Label probabilities of one feature row: softmax(`bias` + x · `weights`).
+pub fn predict(weights: &[f32], bias: &[f32], x: &[(u32, f32)]) -> Vec<f32> {
+    let mut z = bias.to_vec();
+    logits_into(weights, x, &mut z);
+    crate::scores::softmax(&z)
+}
+
+/// `p = (1 - mix) * p + mix * q`: the encoder's probabilities averaged with the member's.
+pub fn average_into(p: &mut [f32], q: &[f32], mix: f32) {
+    for (a, b) in p.iter_mut().zip(q) {
+        *a = (1.0 - mix) * *a + mix * b;
     }
 }
 
@@ -446,21 +466,19 @@ pub fn fit(
     let steps_per_epoch = n.div_ceil(opts.batch_size);
     let total = (steps_per_epoch * opts.epochs) as f32;
     let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
-    let mut rng = SplitMix(opts.seed);
+    let mut rng = naba_eval::SplitMix64::new(opts.seed);
     let mut step = 0usize;
     for epoch in 0..opts.epochs {
         // Fisher-Yates with the seeded generator.
         for i in (1..n).rev() {
-            order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
         let mut loss_sum = 0f64;
         for batch in order.chunks(opts.batch_size) {
             step += 1;
             let norm: f32 = batch.iter().map(|&i| class_weight[ys[i]]).sum();
             for &i in batch {
-                let mut z = b.clone();
-                logits_into(&w, &xs[i], &mut z);
-                let p = crate::scores::softmax(&z);
+                let p = predict(&w, &b, &xs[i]);
                 let cw = class_weight[ys[i]] / norm;
                 loss_sum += f64::from(-(p[ys[i]].max(1e-30)).ln() * class_weight[ys[i]]);
                 let mut g = p;
@@ -504,19 +522,6 @@ pub fn fit(
         on_epoch(epoch + 1, &w, &b, (loss_sum / total_weight) as f32);
     }
     Ok((w, b))
-}
-
-/// SplitMix64: a small seeded generator so a fit repeats exactly.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 #[cfg(test)]

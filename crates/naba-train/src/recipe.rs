@@ -448,6 +448,17 @@ impl Recipe {
         Ok(toml::to_string_pretty(self)?)
     }
 
+    /// A classification's headline score, by which checkpoints (and a lexical member's share)
+    /// are chosen on dev: the mean F1 of `data.score_labels` when the recipe names them (Mawqif's
+    /// Favor and Against), else macro-F1.
+    pub fn headline(&self, m: &naba_eval::ClassificationMetrics) -> f64 {
+        if self.data.score_labels.is_empty() {
+            return m.macro_avg.f1;
+        }
+        let chosen: Vec<&str> = self.data.score_labels.iter().map(String::as_str).collect();
+        m.mean_f1(&chosen)
+    }
+
     /// The loss weight of each label id.
     pub fn label_weights(&self) -> Vec<f64> {
         self.data

@@ -908,18 +908,8 @@ fn evaluate(net: &TrainNet, data: &Prepared, recipe: &Recipe, labels: &[String])
             let gold: Vec<&str> = data.split.gold.iter().map(|g| g[0].as_str()).collect();
             let pred: Vec<&str> = preds.iter().map(|p| p[0].as_str()).collect();
             let m = naba_eval::classification_metrics(&gold, &pred)?;
-            let chosen: Vec<&str> = recipe
-                .data
-                .score_labels
-                .iter()
-                .map(String::as_str)
-                .collect();
             Ok(Score {
-                main: if chosen.is_empty() {
-                    m.macro_avg.f1
-                } else {
-                    m.mean_f1(&chosen)
-                },
+                main: recipe.headline(&m),
                 precision: m.macro_avg.precision,
                 recall: m.macro_avg.recall,
                 detail: m.per_label.iter().map(|(k, v)| (k.clone(), v.f1)).collect(),

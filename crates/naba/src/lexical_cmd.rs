@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use naba_eval::ClassificationCorpus;
 use naba_models::{HeadKind, LoadOptions, Model};
 use naba_tasks::lexical::{
-    fit, idf_of, logits_into, tfidf_of_counts, FeatureSpec, FitOptions, Lexical, LexicalParams,
-    Sparse,
+    average_into, fit, idf_of, predict, tfidf_of_counts, FeatureSpec, FitOptions, Lexical,
+    LexicalParams, Sparse,
 };
 use naba_tasks::{ClassifyInput, ClassifyOptions, Pipeline, PipelineOptions};
 use naba_train::{data, Recipe, Task};
@@ -97,6 +97,15 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         }
     }
     let (train, dev) = splits(&recipe)?;
+    let labels = &recipe.data.labels;
+    // The model's own dev probabilities first: a wrong model or file fails before the fit, and
+    // nothing is written until the share is chosen.
+    let encoder_dev = match (args.mix, &args.dev_predictions, &args.model) {
+        (Some(_), _, _) => None,
+        (None, Some(path), _) => Some(read_predictions(path, &dev.lines, labels)?),
+        (None, None, Some(model)) => Some(run_model(model, &dev, labels)?),
+        (None, None, None) => bail!("give --dev-predictions, --model or --mix"),
+    };
     let spec = FeatureSpec {
         buckets: 1 << args.buckets_log2,
         word_ngrams: args.word_ngrams,
@@ -121,23 +130,11 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         .into_par_iter()
         .map(|i| spec.tfidf(&dev.texts[i], dev.targets[i].as_deref(), &idf))
         .collect();
-    let labels = &recipe.data.labels;
-    let score_labels: Vec<&str> = recipe
-        .data
-        .score_labels
-        .iter()
-        .map(String::as_str)
-        .collect();
     let score = |probs: &[Vec<f32>]| -> Result<(f64, f64)> {
         let gold: Vec<&str> = dev.labels.iter().map(|&y| labels[y].as_str()).collect();
         let pred: Vec<&str> = probs.iter().map(|p| labels[argmax(p)].as_str()).collect();
         let m = naba_eval::classification_metrics(&gold, &pred)?;
-        let main = if score_labels.is_empty() {
-            m.macro_avg.f1
-        } else {
-            m.mean_f1(&score_labels)
-        };
-        Ok((main, m.accuracy))
+        Ok((recipe.headline(&m), m.accuracy))
     };
     let opts = FitOptions {
         epochs: args.epochs,
@@ -169,7 +166,7 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         return Err(e);
     }
     let fit_seconds = started.elapsed().as_secs_f64();
-    // What is written is read back before anything is chosen: the f16 rounding is part of it.
+    // The share is chosen for the member as it will be stored, f16 rounding included.
     let mut member = Lexical::new(
         LexicalParams {
             features: spec,
@@ -182,24 +179,10 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         weights,
         bias,
     )
-    .map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    member.write(&args.out)?;
-    member = Lexical::read(&args.out)?.context("the member just written is not there")?;
-    let lexical_dev: Vec<Vec<f32>> = dev
-        .texts
-        .iter()
-        .zip(&dev.targets)
-        .map(|(t, g)| member.probabilities(t, g.as_deref()))
-        .collect();
+    .map_err(anyhow::Error::msg)?
+    .as_stored()?;
+    let lexical_dev = probabilities(&dev_xs, &member.weights, &member.bias);
     let (lex_main, lex_acc) = score(&lexical_dev)?;
-    let encoder_dev = match (args.mix, &args.dev_predictions, &args.model) {
-        (Some(_), _, _) => None,
-        (None, Some(path), _) => Some(read_predictions(path, &dev.lines, labels)?),
-        (None, None, Some(model)) => Some(run_model(model, &dev, labels)?),
-        (None, None, None) => bail!("give --dev-predictions, --model or --mix"),
-    };
     let how = match (args.mix, encoder_dev) {
         (Some(m), _) => {
             format!("mix {m} given; dev {lex_main:.4} / accuracy {lex_acc:.4} for the member alone")
@@ -214,10 +197,9 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
                     .iter()
                     .zip(&lexical_dev)
                     .map(|(p, q)| {
-                        p.iter()
-                            .zip(q)
-                            .map(|(a, b)| (1.0 - m) * a + m * b)
-                            .collect()
+                        let mut p = p.clone();
+                        average_into(&mut p, q, m);
+                        p
                     })
                     .collect();
                 let (main, acc) = score(&blended)?;
@@ -256,6 +238,8 @@ pub fn run(args: LexicalArgs) -> Result<ExitCode> {
         },
         opts.seed,
     );
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     member.write(&args.out)?;
     eprintln!("{}", member.params.fitted_on);
     eprintln!("written to {}", args.out.display());
@@ -417,13 +401,7 @@ fn read_predictions(
 }
 
 fn probabilities(xs: &[Sparse], w: &[f32], b: &[f32]) -> Vec<Vec<f32>> {
-    xs.par_iter()
-        .map(|x| {
-            let mut z = b.to_vec();
-            logits_into(w, x, &mut z);
-            naba_tasks::softmax(&z)
-        })
-        .collect()
+    xs.par_iter().map(|x| predict(w, b, x)).collect()
 }
 
 /// `LOW-HIGH` (or one number) as an inclusive n-gram range, 1 <= LOW <= HIGH <= 8.

@@ -20,6 +20,16 @@ pub fn fixture(name: &str) -> String {
     )
 }
 
+/// A copy of a fixture model in a temporary directory, for a test to put files beside.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for f in std::fs::read_dir(fixture(name)).expect("fixture") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, dir.path().join(f.file_name().expect("name"))).expect("copy");
+    }
+    dir
+}
+
 pub fn entry(name: &str, task: Task, fixture_name: &str) -> ModelEntry {
     ModelEntry {
         name: name.into(),
