@@ -115,7 +115,10 @@ proptest! {
         };
         let (yw, loss) = run().expect("reference");
         let grads = loss.backward().expect("backward");
-        assert_close(&y, &vec_of(&yw), 1e-5, "layer norm");
+        // f32 against f64: the rounding of a row's mean and variance is scaled by 1/sigma, so a
+        // row of small spread lands a little past 1e-5 (1.0e-5 seen in CI); 5e-5 still catches
+        // a wrong formula, which is off by far more.
+        assert_close(&y, &vec_of(&yw), 5e-5, "layer norm");
         assert_close(&dx, &vec_of(grads.get(xv.as_tensor()).expect("dx")), 1e-4, "dx");
         let dgw: Vec<f64> = vec_of(grads.get(gv.as_tensor()).expect("dgamma")).iter().map(|v| v + 0.5).collect();
         let dbw: Vec<f64> = vec_of(grads.get(bv.as_tensor()).expect("dbeta")).iter().map(|v| v - 0.5).collect();
