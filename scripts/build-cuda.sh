@@ -43,7 +43,13 @@ export LIBRARY_PATH=$link${LIBRARY_PATH:+:$LIBRARY_PATH}
 
 build() { cargo build --locked -p naba --features cuda --target-dir "$target_dir" "$@"; }
 
-if ldconfig -p | grep -q 'libcuda\.so\b' || [[ -e $link/libcuda.so && ! -e $link/.stub ]]; then
+# A machine with the GPU driver links against its libcuda.so.1 (the driver packages do not
+# always install the unversioned name the linker asks for). awk reads all of ldconfig's output so
+# that pipefail does not see a broken pipe.
+driver=$(ldconfig -p | awk '/libcuda\.so\.1 / && !found { print $NF; found = 1 }')
+if [[ -n $driver ]]; then
+  ln -sf "$driver" "$link/libcuda.so"
+  rm -f "$link/.stub" "$link/libcuda-stub.c"
   build "$@"
   exit
 fi
