@@ -255,11 +255,9 @@ impl Lexical {
     /// This member as [`Lexical::write`] stores it and [`Lexical::read`] returns it, weights
     /// rounded through f16, so a share chosen in memory is chosen for what will run.
     pub fn as_stored(mut self) -> Result<Self, TaskError> {
-        let k = self.bias.len();
-        self.weights = Tensor::from_slice(&self.weights, (self.weights.len() / k, k), &Device::Cpu)
+        self.weights = Tensor::from_slice(&self.weights, self.weights.len(), &Device::Cpu)
             .and_then(|t| t.to_dtype(DType::F16))
             .and_then(|t| t.to_dtype(DType::F32))
-            .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())?;
         Ok(self)
     }

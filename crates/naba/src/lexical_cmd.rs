@@ -315,16 +315,18 @@ fn run_model(spec: &str, dev: &Rows, labels: &[String]) -> Result<Vec<Vec<f32>>>
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut out = Vec::with_capacity(dev.texts.len());
-    for chunk in (0..dev.texts.len()).collect::<Vec<_>>().chunks(32) {
+    let n = dev.texts.len();
+    for start in (0..n).step_by(32) {
+        let chunk = start..(start + 32).min(n);
         let inputs: Vec<ClassifyInput> = chunk
-            .iter()
-            .map(|&i| ClassifyInput {
+            .clone()
+            .map(|i| ClassifyInput {
                 text: &dev.texts[i],
                 target: dev.targets[i].as_deref(),
             })
             .collect();
-        for (&i, result) in chunk
-            .iter()
+        for (i, result) in chunk
+            .clone()
             .zip(pipeline.classify(&inputs, &ClassifyOptions::default()))
         {
             let scored =
