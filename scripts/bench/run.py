@@ -85,7 +85,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 PEERS = HERE / "peers.py"
 TRAIN_PEER = HERE / "train_peer.py"
 PEER_ENGINES = ("torch-f32", "torch-bf16", "ort-f32", "ort-int8")
-ALL_ENGINES = ("naba",) + PEER_ENGINES
+# naba-f32: naba with its products forced to f32 (NABA_PRECISION=f32), so a run that uses
+# bf16 products also shows the f32 path it must stay near.
+NABA_ENGINES = ("naba", "naba-f32")
+ALL_ENGINES = NABA_ENGINES + PEER_ENGINES
 DEFAULT_PYTHON = pathlib.Path.home() / ".cache" / "naba-peers" / "bin" / "python"
 REFERENCE = "torch-f32"
 NABA_TRAIN_ENGINES = ("naba", "naba-reference")
@@ -181,10 +184,10 @@ def parse_args():
     elif args.windows is None:
         if args.naba is None or args.data is None:
             p.error("--naba and --data are needed to make the windows (or give --windows)")
-    elif "naba" in args.engines:
+    elif any(e in args.engines for e in NABA_ENGINES):
         print("note: --windows given, so naba bench does not run and naba is skipped",
               file=sys.stderr)
-        args.engines.remove("naba")
+        args.engines = [e for e in args.engines if e not in NABA_ENGINES]
     return args
 
 
@@ -198,8 +201,8 @@ class Child:
         self.rc, self.wall_s, self.rss_mb, self.error = rc, wall_s, rss_mb, error
 
 
-def run_child(cmd, log_path, timeout):
-    """Runs `cmd` with stdout and stderr appended to `log_path`, killed (with its process
+def run_child(cmd, log_path, timeout, env=None):
+    """Runs `cmd` (with `env` added to the environment) with stdout and stderr appended to `log_path`, killed (with its process
     group) after `timeout` seconds. Waits with wait4 so the child's own rusage comes back,
     not a total over every child this script has had."""
     cmd = [str(c) for c in cmd]
@@ -209,7 +212,8 @@ def run_child(cmd, log_path, timeout):
         start = time.perf_counter()
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, **env} if env else None)
         except OSError as err:
             return Child(None, 0.0, None, f"could not start {cmd[0]}: {err}")
         lock = threading.Lock()
@@ -253,12 +257,12 @@ def last_error_line(log_path):
     return lines[-1][:300] if lines else "(no output)"
 
 
-def startup_probe(cmd, runs, log_path, timeout):
+def startup_probe(cmd, runs, log_path, timeout, env=None):
     """Median wall seconds and the largest peak RSS over `runs` processes of `cmd`, or an
     error string."""
     walls, rss = [], []
     for _ in range(runs):
-        child = run_child(cmd, log_path, timeout)
+        child = run_child(cmd, log_path, timeout, env)
         if child.error:
             return None, None, child.error
         walls.append(child.wall_s)
@@ -284,27 +288,29 @@ def naba_task(args, config):
     return "topic"
 
 
-def run_naba(args, config, out):
-    """naba bench (which also writes the windows), then naba's start-up probe. Returns the
-    result dict (with "error" on failure)."""
-    log = out / "naba.log"
+def run_naba(args, config, out, engine="naba"):
+    """naba bench (which, as engine "naba", also writes the windows), then naba's start-up
+    probe. Engine "naba-f32" runs the same with NABA_PRECISION=f32. Returns the result dict
+    (with "error" on failure)."""
+    env = {"NABA_PRECISION": "f32"} if engine == "naba-f32" else None
+    log = out / f"{engine}.log"
     cmd = [args.naba, "--threads", args.threads, "bench",
            "--model", args.model, "--data", args.data, "--docs", args.docs,
            *(["--filter", args.filter] if args.filter else []),
            *(["--text-col", args.text_col] if args.text_col else []),
            "--batch-size", args.batch_size, "--latency-runs", args.latency_runs,
-           "--windows-out", out / "windows.jsonl",
-           "--latency-window-out", out / "latency.json",
-           "--dump-logits", out / "naba.logits.json", "--dump-n", args.dump_n,
-           "--out", out / "naba.json"]
-    print("naba bench ...", file=sys.stderr)
-    child = run_child(cmd, log, args.timeout)
+           *(["--windows-out", out / "windows.jsonl",
+              "--latency-window-out", out / "latency.json"] if engine == "naba" else []),
+           "--dump-logits", out / f"{engine}.logits.json", "--dump-n", args.dump_n,
+           "--out", out / f"{engine}.json"]
+    print(f"{engine} bench ...", file=sys.stderr)
+    child = run_child(cmd, log, args.timeout, env)
     if child.error:
-        return {"engine": "naba", "error": child.error}
-    result = read_json(out / "naba.json")
+        return {"engine": engine, "error": child.error}
+    result = read_json(out / f"{engine}.json")
     if "error" in result:
-        return {"engine": "naba", **result}
-    result["engine"] = "naba"
+        return {"engine": engine, **result}
+    result["engine"] = engine
     if result.get("peak_rss_mb") is None:
         result["peak_rss_mb"] = child.rss_mb  # same measure, taken from outside
     if args.startup_runs > 0:
@@ -314,8 +320,8 @@ def run_naba(args, config, out):
         if task == "stance":
             probe += ["--target", STANCE_TARGET]
         probe.append(args.startup_text)
-        print(f"naba start-up ({args.startup_runs} runs) ...", file=sys.stderr)
-        wall, rss, err = startup_probe(probe, args.startup_runs, log, args.timeout)
+        print(f"{engine} start-up ({args.startup_runs} runs) ...", file=sys.stderr)
+        wall, rss, err = startup_probe(probe, args.startup_runs, log, args.timeout, env)
         if err:
             result["startup_error"] = err
         # For naba one figure serves both columns: its predict process is the first answer.
@@ -687,7 +693,9 @@ def run_inference(args, out):
         windows, latency = args.windows, args.latency_window
 
     for engine in args.engines:
-        if engine != "naba" and engine not in results:
+        if engine == "naba-f32" and args.windows is None:
+            results[engine] = run_naba(args, config, out, engine)
+        elif engine not in NABA_ENGINES and engine not in results:
             results[engine] = run_peer(args, engine, windows, latency, out)
 
     return results, accuracy(args.engines, results, out, num_labels)

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use naba_kernels::linear::{linear, Epilogue};
 use naba_kernels::packed::PackedMatrix;
-use naba_kernels::{attention, math, norm, Isa};
+use naba_kernels::{attention, math, norm, Isa, Precision};
 
 const TOKENS: usize = 512;
 const HIDDEN: usize = 384;
@@ -130,6 +130,13 @@ fn block_products(c: &mut Criterion) {
             let mut out = vec![0f32; m * n];
             b.iter(|| packed.linear(&x, None, &mut out, m, Epilogue::None))
         });
+        if naba_kernels::bf16::supported() {
+            let packed = PackedMatrix::pack_for(isa, Precision::Bf16, &w, n, k);
+            g.bench_function(BenchmarkId::new("packed-bf16", name), |b| {
+                let mut out = vec![0f32; m * n];
+                b.iter(|| packed.linear(&x, None, &mut out, m, Epilogue::None))
+            });
+        }
     }
     g.finish();
 }

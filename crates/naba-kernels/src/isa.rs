@@ -44,3 +44,39 @@ impl Isa {
         }
     }
 }
+
+/// What the big matrix products multiply in; sums are f32 either way, and every other kernel
+/// (layer norm, softmax, GELU) stays f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bf16 operands (8 bits of mantissa), on CPUs with AVX512-BF16 ([`crate::bf16`]).
+    Bf16,
+}
+
+impl Precision {
+    /// bf16 where the CPU multiplies it natively, f32 elsewhere. `NABA_PRECISION=f32` (or
+    /// `NABA_ISA=portable`) asks for f32 products on any CPU; `NABA_PRECISION=bf16` on a CPU
+    /// without AVX512-BF16 still gets f32, since emulating bf16 would only be slower.
+    pub fn best() -> Precision {
+        static BEST: OnceLock<Precision> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let wanted = std::env::var("NABA_PRECISION").ok();
+            if wanted.as_deref() == Some("f32") || Isa::best() == Isa::Portable {
+                return Precision::F32;
+            }
+            if crate::bf16::supported() {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}

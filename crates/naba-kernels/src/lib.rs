@@ -13,6 +13,7 @@
 //! This crate knows nothing of models, checkpoints or tokenizers.
 
 pub mod attention;
+pub mod bf16;
 pub mod isa;
 pub mod linear;
 pub mod math;
@@ -21,7 +22,7 @@ pub mod ops;
 pub mod optim;
 pub mod packed;
 
-pub use isa::Isa;
+pub use isa::{Isa, Precision};
 
 /// The threads kernels split work over: rayon's current pool (set by `naba --threads`).
 pub fn threads() -> usize {

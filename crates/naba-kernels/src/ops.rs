@@ -59,8 +59,9 @@ impl FusedLinear {
             let candle_core::Storage::Cpu(cpu) = &*storage else {
                 return Err(Error::Msg("linear: the weight is not on the CPU".into()));
             };
-            PackedMatrix::pack(
+            PackedMatrix::pack_for(
                 Isa::best(),
+                crate::Precision::best(),
                 f32_slice(cpu, layout, "linear weight")?,
                 out,
                 inp,

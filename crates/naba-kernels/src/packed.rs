@@ -4,10 +4,13 @@
 //! vector loads of weights, six broadcasts of activations and twelve fused multiply-adds, with
 //! the bias and GELU applied to the tile before it is stored. Nothing is repacked per call,
 //! activations are read in place, and the output is written once. Elsewhere the weight stays
-//! row-major and the `gemm` crate runs the product.
+//! row-major and the `gemm` crate runs the product. Where the products run in bf16
+//! ([`Precision::Bf16`]), the weight is stored once as bf16 panels ([`crate::bf16`]) at half
+//! the memory, and each call rounds its activations to bf16 before the product.
 
+use crate::bf16::{self, Panels, Rows};
 use crate::linear::Epilogue;
-use crate::Isa;
+use crate::{Isa, Precision};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -21,8 +24,9 @@ pub struct PackedMatrix {
     k: usize,
     isa: Isa,
     /// Panels (AVX2+FMA: `ceil(n / 16)` panels of `k × 16`, zero-padded) or the row-major
-    /// weight (portable).
+    /// weight (portable); empty when the weight is held as bf16.
     data: Arc<[f32]>,
+    bf16: Option<Panels>,
 }
 
 impl PackedMatrix {
@@ -44,7 +48,38 @@ impl PackedMatrix {
             }
             Isa::Portable => w.into(),
         };
-        Self { n, k, isa, data }
+        Self {
+            n,
+            k,
+            isa,
+            data,
+            bf16: None,
+        }
+    }
+
+    /// Packs a row-major `[n, k]` weight for products in `precision`: bf16 panels where asked
+    /// and the CPU has AVX512-BF16, otherwise as [`PackedMatrix::pack`] does for `isa`.
+    pub fn pack_for(isa: Isa, precision: Precision, w: &[f32], n: usize, k: usize) -> Self {
+        if precision == Precision::Bf16 && bf16::supported() && k > 0 {
+            assert_eq!(w.len(), n * k, "pack: weight is not [{n}, {k}]");
+            return Self {
+                n,
+                k,
+                isa,
+                data: Arc::new([]),
+                bf16: Some(Panels::from_weight(w, n, k)),
+            };
+        }
+        Self::pack(isa, w, n, k)
+    }
+
+    /// What the products of this weight multiply in.
+    pub fn precision(&self) -> Precision {
+        if self.bf16.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
     }
 
     pub fn out_features(&self) -> usize {
@@ -72,6 +107,14 @@ impl PackedMatrix {
         }
         if m == 0 || n == 0 {
             return;
+        }
+        if let Some(panels) = &self.bf16 {
+            let finish = bf16::Finish {
+                bias,
+                epilogue: epi,
+                accumulate: false,
+            };
+            return bf16::product(&Rows::from_slice(x, m, k), panels, out, finish);
         }
         match self.isa {
             #[cfg(target_arch = "x86_64")]

@@ -195,7 +195,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     let result = json!({
         "engine": "naba",
-        "version": format!("naba {} ({engine} engine, {} kernels)", env!("CARGO_PKG_VERSION"), naba_kernels::Isa::best().name()),
+        "version": format!(
+            "naba {} ({engine} engine, {} kernels, {} products)",
+            env!("CARGO_PKG_VERSION"),
+            naba_kernels::Isa::best().name(),
+            naba_kernels::Precision::best().name()
+        ),
         "threads": naba_kernels::threads(),
         "batch_size": args.batch_size,
         "windows": jobs.len(),

@@ -1,0 +1,344 @@
+//! Matrix products that multiply in bf16 and sum in f32, for CPUs with AVX512-BF16.
+//!
+//! `vdpbf16ps` takes, in each of its sixteen f32 lanes, two bf16 pairs and adds both products
+//! to the lane: twice the multiply-adds of an f32 FMA per instruction, from operands half the
+//! size. So both operands are stored as *pairs* along the summed dimension `k`, one pair per
+//! `u32` (even `k` in the low half):
+//! - the left operand as [`Rows`]: row `i`, pair `q` at `i·kq + q` (`kq = ceil(k / 2)`), so
+//!   one `u32` broadcast gives every lane the same two activations;
+//! - the right operand as [`Panels`] of 32 output columns: pair `q` of column `c` of panel
+//!   `p` at `(p·kq + q)·32 + c`, so two vector loads give the pairs of 32 columns.
+//!
+//! A 12×32 register tile walks one panel over twelve rows: per pair of `k`, two loads, twelve
+//! broadcasts and 24 dot products into 24 accumulators. The bias, GELU, and adding onto what
+//! the output held run on the tile before it is stored. Odd `k` pads with a zero.
+//!
+//! Rounding to bf16 is to nearest, ties to even (as `vcvtneps2bf16` does), so the plain
+//! reference in the tests ([`round`], [`widen`]) and the vector path see the same inputs.
+
+use crate::linear::Epilogue;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Output columns per panel: two registers of sixteen f32.
+pub const NR: usize = 32;
+/// Rows per register tile.
+pub const MR: usize = 12;
+
+/// Whether this CPU multiplies bf16 natively (AVX512-BF16 with AVX512-F, and AVX2+FMA for the
+/// GELU epilogue).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `x` rounded to bf16 (nearest, ties to even), as its 16 bits. NaN stays a quiet NaN.
+#[inline]
+pub fn round(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    let lsb = (b >> 16) & 1;
+    ((b.wrapping_add(0x7fff + lsb)) >> 16) as u16
+}
+
+/// A bf16 value back as f32 (exact).
+#[inline]
+pub fn widen(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+#[inline]
+fn pair(even: f32, odd: f32) -> u32 {
+    u32::from(round(even)) | (u32::from(round(odd)) << 16)
+}
+
+/// The left operand of a product, `[m, k]`, as bf16 pairs along `k` (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Rows {
+    m: usize,
+    kq: usize,
+    data: Vec<u32>,
+}
+
+impl Rows {
+    /// From `value(i, kk)` for `i < m`, `kk < k`.
+    pub fn from_fn(m: usize, k: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Self {
+        let kq = k.div_ceil(2);
+        let mut data = vec![0u32; m * kq];
+        data.par_chunks_mut(kq.max(1))
+            .enumerate()
+            .for_each(|(i, row)| {
+                for (q, p) in row.iter_mut().enumerate() {
+                    let odd = if 2 * q + 1 < k {
+                        value(i, 2 * q + 1)
+                    } else {
+                        0.0
+                    };
+                    *p = pair(value(i, 2 * q), odd);
+                }
+            });
+        Self { m, kq, data }
+    }
+
+    /// From a row-major `[m, k]` slice, vectorised where the CPU multiplies bf16 (the
+    /// conversion would otherwise cost a fifth of the product it feeds).
+    pub fn from_slice(x: &[f32], m: usize, k: usize) -> Self {
+        assert_eq!(x.len(), m * k, "bf16 rows: x is not [{m}, {k}]");
+        #[cfg(target_arch = "x86_64")]
+        if supported() && k.is_multiple_of(2) && k > 0 {
+            let kq = k / 2;
+            let mut data = vec![0u32; m * kq];
+            let rows = (4096 / k).max(1);
+            data.par_chunks_mut(rows * kq)
+                .zip(x.par_chunks(rows * k))
+                .for_each(|(d, s)| {
+                    // SAFETY: supported() checked AVX512-F and AVX512-BF16; d holds s.len()/2.
+                    unsafe { avx512::round_pairs(s, d) }
+                });
+            return Self { m, kq, data };
+        }
+        Self::from_fn(m, k, |i, kk| x[i * k + kk])
+    }
+
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+}
+
+/// The right operand of a product, `[k, n]`, as panels of 32 columns of bf16 pairs along `k`
+/// (see the module doc). Built once for a weight, or per call in training.
+#[derive(Debug, Clone)]
+pub struct Panels {
+    n: usize,
+    k: usize,
+    data: Arc<[u32]>,
+}
+
+impl Panels {
+    /// From `value(kk, j)` for `kk < k`, `j < n`: element `(kk, j)` of the right operand.
+    pub fn from_fn(k: usize, n: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Self {
+        let kq = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0u32; panels * kq * NR];
+        data.par_chunks_mut((kq * NR).max(1))
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let width = NR.min(n - p * NR);
+                for q in 0..kq {
+                    for c in 0..width {
+                        let j = p * NR + c;
+                        let odd = if 2 * q + 1 < k {
+                            value(2 * q + 1, j)
+                        } else {
+                            0.0
+                        };
+                        panel[q * NR + c] = pair(value(2 * q, j), odd);
+                    }
+                }
+            });
+        Self {
+            n,
+            k,
+            data: data.into(),
+        }
+    }
+
+    /// A linear layer's weight as PyTorch stores it, row-major `[n, k]` (`[out, in]`): the
+    /// right operand is its transpose.
+    pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "bf16 panels: weight is not [{n}, {k}]");
+        Self::from_fn(k, n, |kk, j| w[j * k + kk])
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+}
+
+/// What happens to a tile after the product.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    /// Added to every row.
+    pub bias: Option<&'a [f32]>,
+    pub epilogue: Epilogue,
+    /// Add onto what the output holds instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// `out[m, n] (+)= a · b`, then bias and epilogue, with `out` row-major of row stride `n`.
+///
+/// # Panics
+/// When the CPU lacks AVX512-BF16 (check [`supported`]) or the shapes disagree.
+pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
+    let (m, n) = (a.m, b.n);
+    assert_eq!(a.kq, b.k.div_ceil(2), "bf16 product: a and b differ in k");
+    assert_eq!(out.len(), m * n, "bf16 product: out is not [{m}, {n}]");
+    if let Some(bias) = finish.bias {
+        assert_eq!(bias.len(), n, "bf16 product: bias is not [{n}]");
+    }
+    assert!(
+        supported(),
+        "bf16 product on a CPU without AVX512-BF16: check bf16::supported() first"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kq = a.kq;
+    if kq == 0 {
+        // An empty sum: only the bias and epilogue remain.
+        for row in out.chunks_exact_mut(n) {
+            for (j, o) in row.iter_mut().enumerate() {
+                let base = if finish.accumulate { *o } else { 0.0 };
+                *o = base + finish.bias.map_or(0.0, |b| b[j]);
+            }
+        }
+        if finish.epilogue == Epilogue::Gelu {
+            crate::math::gelu_inplace(crate::Isa::best(), out);
+        }
+        return;
+    }
+    let mut bias_pad = vec![0f32; n.div_ceil(NR) * NR];
+    if let Some(bias) = finish.bias {
+        bias_pad[..n].copy_from_slice(bias);
+    }
+    // Row blocks of about 48 KB of bf16 activations, so a block stays in L2 while every
+    // panel passes over it; at least four blocks a thread so two threads share evenly.
+    let rows = ((48 * 1024 / 4) / kq.max(1)).clamp(MR, 20 * MR) / MR * MR;
+    let rows = rows
+        .min(m.div_ceil(4 * crate::threads()).div_ceil(MR) * MR)
+        .max(MR);
+    #[cfg(target_arch = "x86_64")]
+    out.par_chunks_mut(rows * n)
+        .zip(a.data.par_chunks(rows * kq.max(1)))
+        .for_each(|(ob, ab)| {
+            let mb = ob.len() / n;
+            for p in 0..n.div_ceil(NR) {
+                let panel = &b.data[p * kq * NR..(p + 1) * kq * NR];
+                let j0 = p * NR;
+                let width = NR.min(n - j0);
+                let mut r = 0;
+                while r < mb {
+                    let mr = MR.min(mb - r);
+                    // SAFETY: supported() was asserted above; `tile` asserts that every
+                    // index it reaches lies inside its slices.
+                    unsafe {
+                        avx512::tile(
+                            &ab[r * kq..(r + mr) * kq],
+                            kq,
+                            mr,
+                            panel,
+                            &bias_pad[j0..j0 + NR],
+                            &mut ob[r * n..],
+                            n,
+                            j0,
+                            width,
+                            finish,
+                        )
+                    }
+                    r += mr;
+                }
+            }
+        });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Finish, MR, NR};
+    use crate::linear::Epilogue;
+    use std::arch::x86_64::*;
+
+    /// `src` (even length) rounded to bf16 pairs in `dst`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn round_pairs(src: &[f32], dst: &mut [u32]) {
+        assert!(src.len() == 2 * dst.len());
+        let mut i = 0;
+        while i + 32 <= src.len() {
+            let lo = _mm512_loadu_ps(src.as_ptr().add(i));
+            let hi = _mm512_loadu_ps(src.as_ptr().add(i + 16));
+            // The second operand fills the low half: element order is kept.
+            let h = _mm512_cvtne2ps_pbh(hi, lo);
+            _mm512_storeu_si512(
+                dst.as_mut_ptr().add(i / 2).cast(),
+                std::mem::transmute::<__m512bh, __m512i>(h),
+            );
+            i += 32;
+        }
+        while i < src.len() {
+            dst[i / 2] = super::pair(src[i], src[i + 1]);
+            i += 2;
+        }
+    }
+
+    /// One `mr × 32` tile: `out[i, j0 + c] (+)= Σ_q a[i, q] · panel[q, c]`, then bias and
+    /// epilogue, for `i < mr`, `c < width`; `out` row `i` starts at `i · ldo`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+    pub(super) unsafe fn tile(
+        a: &[u32],
+        kq: usize,
+        mr: usize,
+        panel: &[u32],
+        bias: &[f32],
+        out: &mut [f32],
+        ldo: usize,
+        j0: usize,
+        width: usize,
+        finish: Finish<'_>,
+    ) {
+        assert!((1..=MR).contains(&mr) && (1..=NR).contains(&width));
+        assert!(a.len() == mr * kq && panel.len() == kq * NR && bias.len() == NR);
+        assert!((mr - 1) * ldo + j0 + width <= out.len());
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let ap = a.as_ptr();
+        let wp = panel.as_ptr();
+        // Rows past mr repeat the last real row: same loads, results never stored.
+        let rows: [*const u32; MR] = std::array::from_fn(|i| ap.add(i.min(mr - 1) * kq));
+        for q in 0..kq {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(wp.add(q * NR).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(wp.add(q * NR + 16).cast()));
+            for i in 0..MR {
+                let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*rows[i].add(q) as i32));
+                acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, b0);
+                acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
+            }
+        }
+        let bv = [
+            _mm512_loadu_ps(bias.as_ptr()),
+            _mm512_loadu_ps(bias.as_ptr().add(16)),
+        ];
+        for (i, acc) in acc.iter().enumerate().take(mr) {
+            let mut row = [0f32; NR];
+            for h in 0..2 {
+                _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), _mm512_add_ps(acc[h], bv[h]));
+            }
+            let dst = &mut out[i * ldo + j0..i * ldo + j0 + width];
+            if finish.accumulate {
+                for (r, d) in row.iter_mut().zip(dst.iter()) {
+                    *r += *d;
+                }
+            }
+            if finish.epilogue == Epilogue::Gelu {
+                for c in (0..NR).step_by(8) {
+                    let v = _mm256_loadu_ps(row.as_ptr().add(c));
+                    _mm256_storeu_ps(row.as_mut_ptr().add(c), crate::math::avx2::gelu8(v));
+                }
+            }
+            dst.copy_from_slice(&row[..width]);
+        }
+    }
+}
