@@ -74,18 +74,25 @@ pub struct Rows {
 impl Rows {
     /// From `value(i, kk)` for `i < m`, `kk < k`.
     pub fn from_fn(m: usize, k: usize, value: impl Fn(usize, usize) -> f32 + Sync) -> Self {
+        // Sixteen rows at a time, pairs outer: a transposed operand (the `dyᵀ` of a weight's
+        // gradient) is then read sixteen contiguous values at a time instead of one per row.
+        const BLOCK: usize = 16;
         let kq = k.div_ceil(2);
         let mut data = vec![0u32; m * kq];
-        data.par_chunks_mut(kq.max(1))
+        data.par_chunks_mut((BLOCK * kq).max(1))
             .enumerate()
-            .for_each(|(i, row)| {
-                for (q, p) in row.iter_mut().enumerate() {
-                    let odd = if 2 * q + 1 < k {
-                        value(i, 2 * q + 1)
-                    } else {
-                        0.0
-                    };
-                    *p = pair(value(i, 2 * q), odd);
+            .for_each(|(blk, rows)| {
+                let i0 = blk * BLOCK;
+                let height = rows.len() / kq.max(1);
+                for q in 0..kq {
+                    for r in 0..height {
+                        let odd = if 2 * q + 1 < k {
+                            value(i0 + r, 2 * q + 1)
+                        } else {
+                            0.0
+                        };
+                        rows[r * kq + q] = pair(value(i0 + r, 2 * q), odd);
+                    }
                 }
             });
         Self { m, kq, data }
@@ -341,4 +348,65 @@ mod avx512 {
             dst.copy_from_slice(&row[..width]);
         }
     }
+}
+
+/// `out[m, n] = x[m, k] · w[n, k]ᵀ + bias`, then the epilogue, with the weight rounded to bf16
+/// for this one call (training, where the weight changes every step). Needs [`supported`].
+#[allow(clippy::too_many_arguments)]
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    epilogue: Epilogue,
+) {
+    let finish = Finish {
+        bias,
+        epilogue,
+        accumulate: false,
+    };
+    product(
+        &Rows::from_slice(x, m, k),
+        &Panels::from_weight(w, n, k),
+        out,
+        finish,
+    );
+}
+
+/// `out[m, n] (=|+=) op(a) · op(b)` as [`crate::linear::matmul`] defines it (`a_t`: `a` is
+/// stored `[k, m]`; `b_t`: `b` is stored `[n, k]`), multiplied in bf16. Needs [`supported`].
+pub fn matmul(
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
+    out: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    assert_eq!(
+        a.len(),
+        m * k,
+        "bf16 matmul: a does not hold {m}×{k} values"
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "bf16 matmul: b does not hold {k}×{n} values"
+    );
+    let rows = if a_t {
+        Rows::from_fn(m, k, |i, kk| a[kk * m + i])
+    } else {
+        Rows::from_slice(a, m, k)
+    };
+    let panels = if b_t {
+        Panels::from_weight(b, n, k)
+    } else {
+        Panels::from_fn(k, n, |kk, j| b[kk * n + j])
+    };
+    let finish = Finish {
+        bias: None,
+        epilogue: Epilogue::None,
+        accumulate,
+    };
+    product(&rows, &panels, out, finish);
 }

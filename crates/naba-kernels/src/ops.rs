@@ -5,7 +5,7 @@
 
 use crate::linear::Epilogue;
 use crate::packed::PackedMatrix;
-use crate::{attention, norm, Isa};
+use crate::{attention, norm, Isa, Precision};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Error, Layout, Result, Shape, Tensor};
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ fn host_vec(t: &Tensor) -> Result<Arc<[f32]>> {
 }
 
 /// `y = x Wᵀ + b`, then GELU if asked, for `x` of `[rows, in]`; the weight is packed once, here,
-/// for the product kernel of this CPU ([`PackedMatrix`]).
+/// for the product kernel of this CPU and the precision asked for ([`PackedMatrix`]).
 #[derive(Debug, Clone)]
 pub struct FusedLinear {
     weight: PackedMatrix,
@@ -45,8 +45,14 @@ pub struct FusedLinear {
 }
 
 impl FusedLinear {
-    /// `weight` `[out, in]`, `bias` `[out]`.
-    pub fn new(weight: &Tensor, bias: Option<&Tensor>, epilogue: Epilogue) -> Result<Self> {
+    /// `weight` `[out, in]`, `bias` `[out]`; products in `precision` where the CPU has it
+    /// (f32 otherwise).
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        epilogue: Epilogue,
+        precision: Precision,
+    ) -> Result<Self> {
         let (out, inp) = weight.dims2()?;
         let weight = weight
             .to_dtype(candle_core::DType::F32)?
@@ -61,7 +67,7 @@ impl FusedLinear {
             };
             PackedMatrix::pack_for(
                 Isa::best(),
-                crate::Precision::best(),
+                precision,
                 f32_slice(cpu, layout, "linear weight")?,
                 out,
                 inp,
@@ -85,7 +91,7 @@ impl FusedLinear {
 
     /// Several layers that read the same input as one (Q, K and V): their weights stacked by
     /// rows, their biases concatenated, so one product replaces three.
-    pub fn stacked(parts: &[(&Tensor, Option<&Tensor>)]) -> Result<Self> {
+    pub fn stacked(parts: &[(&Tensor, Option<&Tensor>)], precision: Precision) -> Result<Self> {
         let ws: Vec<Tensor> = parts.iter().map(|(w, _)| (*w).clone()).collect();
         let weight = Tensor::cat(&ws, 0)?;
         let bias = if parts.iter().any(|(_, b)| b.is_some()) {
@@ -100,11 +106,16 @@ impl FusedLinear {
         } else {
             None
         };
-        Self::new(&weight, bias.as_ref(), Epilogue::None)
+        Self::new(&weight, bias.as_ref(), Epilogue::None, precision)
     }
 
     pub fn out_features(&self) -> usize {
         self.weight.out_features()
+    }
+
+    /// What this layer's products multiply in.
+    pub fn precision(&self) -> Precision {
+        self.weight.precision()
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

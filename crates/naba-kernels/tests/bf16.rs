@@ -152,9 +152,9 @@ proptest! {
         p32.linear(&x, Some(&bias), &mut o32, m, Epilogue::Gelu);
         p16.linear(&x, Some(&bias), &mut o16, m, Epilogue::Gelu);
         // Each operand carries up to 2^-9 relative error: a sum of k products of values
-        // under 1 strays by at most about k · 2^-8.
+        // under 1 strays by at most k · 2^-8, and GELU's slope (at most 1.13) can grow that.
         for (a, b) in o32.iter().zip(&o16) {
-            prop_assert!((a - b).abs() <= k as f32 / 256.0 + 1e-5, "{a} vs {b}");
+            prop_assert!((a - b).abs() <= 1.13 * k as f32 / 256.0 + 1e-5, "{a} vs {b}");
         }
     }
 }

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use naba_kernels::linear::{linear, Epilogue};
 use naba_kernels::ops::{FusedLinear, LayerNormOp, PackedAttention};
 use naba_kernels::packed::PackedMatrix;
-use naba_kernels::{attention, math, norm, Isa};
+use naba_kernels::{attention, math, norm, Isa, Precision};
 use proptest::prelude::*;
 
 mod common;
@@ -195,13 +195,16 @@ fn custom_ops_match_candle_ops() -> candle_core::Result<()> {
     let w = Tensor::randn(0f32, 0.3, (50, 24), &dev)?;
     let b = Tensor::randn(0f32, 0.3, 50, &dev)?;
     let want = x.matmul(&w.t()?)?.broadcast_add(&b)?.gelu_erf()?;
-    let got = FusedLinear::new(&w, Some(&b), Epilogue::Gelu)?.forward(&x)?;
+    let got = FusedLinear::new(&w, Some(&b), Epilogue::Gelu, Precision::F32)?.forward(&x)?;
     let diff = (want - got)?.abs()?.max_all()?.to_scalar::<f32>()?;
     assert!(diff < 1e-5, "fused linear differs by {diff}");
 
     // Q, K and V stacked give the three products side by side.
     let w2 = Tensor::randn(0f32, 0.3, (24, 24), &dev)?;
-    let stacked = FusedLinear::stacked(&[(&w2, None), (&w2, Some(&b.narrow(0, 0, 24)?))])?;
+    let stacked = FusedLinear::stacked(
+        &[(&w2, None), (&w2, Some(&b.narrow(0, 0, 24)?))],
+        Precision::F32,
+    )?;
     let y = stacked.forward(&x)?;
     assert_eq!(y.dims(), [37, 48]);
     let left = (y.narrow(1, 0, 24)? - x.matmul(&w2.t()?)?)?
@@ -227,9 +230,11 @@ fn custom_ops_match_candle_ops() -> candle_core::Result<()> {
     assert!(att
         .forward(&Tensor::zeros((9, 12), candle_core::DType::F32, &dev)?)
         .is_ok());
-    assert!(FusedLinear::new(&w, Some(&b), Epilogue::None)?
-        .forward(&Tensor::zeros((3, 7), candle_core::DType::F32, &dev)?)
-        .is_err());
+    assert!(
+        FusedLinear::new(&w, Some(&b), Epilogue::None, Precision::F32)?
+            .forward(&Tensor::zeros((3, 7), candle_core::DType::F32, &dev)?)
+            .is_err()
+    );
     Ok(())
 }
 

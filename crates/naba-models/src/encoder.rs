@@ -7,7 +7,9 @@
 //! bias + GELU in the feed-forward product, residual add inside layer norm). The *reference*
 //! one is plain candle ops over the padded batch; it runs on GPUs, in half precision, on
 //! 4-bit weights (unless they are expanded on load), and whenever `NABA_ENGINE=reference` asks
-//! for it, and tests hold the fast one to it.
+//! for it, and tests hold the fast one to it. The fast engine's matrix products multiply in
+//! bf16 where the CPU has AVX512-BF16 (sums, norms, softmax and GELU stay f32), unless the
+//! load options ask for f32.
 
 use crate::config::{Activation, Architecture, ModelConfig};
 use crate::error::Result;
@@ -17,6 +19,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::LayerNorm;
 use naba_kernels::linear::Epilogue;
 use naba_kernels::ops::{FusedLinear, LayerNormOp, PackedAttention};
+use naba_kernels::Precision;
 
 /// Which engine runs the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,10 +123,15 @@ impl FastBlock {
         Ok(LayerNormOp::new(n.weight(), &bias, n.eps())?)
     }
 
-    fn new(b: &Block) -> Result<Self> {
+    fn new(b: &Block, precision: Precision) -> Result<Self> {
         let norm = Self::norm_op;
         let lin = |l: &Linear, e| -> Result<FusedLinear> {
-            Ok(FusedLinear::new(&l.dense_weight()?, l.bias(), e)?)
+            Ok(FusedLinear::new(
+                &l.dense_weight()?,
+                l.bias(),
+                e,
+                precision,
+            )?)
         };
         let (q, k, v) = (
             b.query.dense_weight()?,
@@ -131,11 +139,14 @@ impl FastBlock {
             b.value.dense_weight()?,
         );
         Ok(Self {
-            qkv: FusedLinear::stacked(&[
-                (&q, b.query.bias()),
-                (&k, b.key.bias()),
-                (&v, b.value.bias()),
-            ])?,
+            qkv: FusedLinear::stacked(
+                &[
+                    (&q, b.query.bias()),
+                    (&k, b.key.bias()),
+                    (&v, b.value.bias()),
+                ],
+                precision,
+            )?,
             attn_out: lin(&b.attn_out, Epilogue::None)?,
             attn_norm: norm(&b.attn_norm)?,
             ffn_in: lin(&b.ffn_in, Epilogue::Gelu)?,
@@ -172,6 +183,7 @@ impl Encoder {
         prefix: &str,
         word_embeddings: Option<Embedding>,
         engine: Engine,
+        precision: Precision,
     ) -> Result<Self> {
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
@@ -240,7 +252,10 @@ impl Encoder {
             });
         let blocks = if fast {
             Blocks::Fast {
-                blocks: blocks.iter().map(FastBlock::new).collect::<Result<_>>()?,
+                blocks: blocks
+                    .iter()
+                    .map(|b| FastBlock::new(b, precision))
+                    .collect::<Result<_>>()?,
                 embedding_norm: FastBlock::norm_op(&embeddings.norm)?,
             }
         } else {
@@ -260,6 +275,15 @@ impl Encoder {
         match self.blocks {
             Blocks::Reference(_) => Engine::Reference,
             Blocks::Fast { .. } => Engine::Fast,
+        }
+    }
+
+    /// What the fast engine's products multiply in (`None` on the reference engine, whose
+    /// products run in the weights' dtype).
+    pub fn precision(&self) -> Option<Precision> {
+        match &self.blocks {
+            Blocks::Reference(_) => None,
+            Blocks::Fast { blocks, .. } => blocks.first().map(|b| b.qkv.precision()),
         }
     }
 

@@ -27,3 +27,5 @@ pub use encoder::{mean_pool_normalized, Batch, Encoder, Engine};
 pub use error::{ModelError, Result};
 pub use heads::Head;
 pub use model::{LoadOptions, Model, SourceKind, BASE_MODEL_NAME};
+/// What the fast engine's matrix products multiply in (from naba-kernels, where it is detected).
+pub use naba_kernels::Precision;

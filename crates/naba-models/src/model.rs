@@ -34,6 +34,9 @@ pub struct LoadOptions {
     pub head_hint: Option<HeadKind>,
     /// Fused CPU kernels, or candle's reference ops (default: `NABA_ENGINE`, else fast).
     pub engine: Engine,
+    /// What the fast engine's matrix products multiply in (default: bf16 where the CPU has
+    /// AVX512-BF16, unless `NABA_PRECISION=f32`; see [`naba_kernels::Precision::best`]).
+    pub precision: naba_kernels::Precision,
 }
 
 impl Default for LoadOptions {
@@ -45,6 +48,7 @@ impl Default for LoadOptions {
             dequantize: false,
             head_hint: None,
             engine: Engine::from_env(),
+            precision: naba_kernels::Precision::best(),
         }
     }
 }
@@ -192,7 +196,14 @@ impl Model {
         } else {
             None
         };
-        let encoder = Encoder::load(&weights, &config, &prefix, shared_words, opts.engine)?;
+        let encoder = Encoder::load(
+            &weights,
+            &config,
+            &prefix,
+            shared_words,
+            opts.engine,
+            opts.precision,
+        )?;
         Ok((config, encoder, head, source))
     }
 

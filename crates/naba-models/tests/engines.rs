@@ -2,7 +2,7 @@
 //! over padded batches) on the tiny BERT and XLM-R checkpoints of the parity fixtures: ragged
 //! batches, token types, both position schemes, a row with no real token, and the head on top.
 
-use naba_models::{Batch, Engine, HeadKind, LoadOptions, Model};
+use naba_models::{Batch, Engine, HeadKind, LoadOptions, Model, Precision};
 
 fn fixture(name: &str) -> String {
     format!(
@@ -12,10 +12,15 @@ fn fixture(name: &str) -> String {
 }
 
 fn load(name: &str, engine: Engine) -> Model {
+    load_in(name, engine, Precision::F32)
+}
+
+fn load_in(name: &str, engine: Engine, precision: Precision) -> Model {
     let model = Model::load(
         &fixture(name),
         &LoadOptions {
             engine,
+            precision,
             head_hint: Some(if name.contains("token") {
                 HeadKind::TokenClassification
             } else {
@@ -53,13 +58,31 @@ fn max_diff_real(a: &candle_core::Tensor, b: &candle_core::Tensor, mask: &[Vec<u
 
 #[test]
 fn fast_engine_matches_reference_on_ragged_batches() {
+    compare_engines(Precision::F32, 2e-5);
+}
+
+#[test]
+fn bf16_products_stay_near_the_reference() {
+    // bf16 keeps 8 bits of each operand: on these fixtures (hidden states near unit scale)
+    // the difference stays within hundredths; a wrong product would be off by the whole value.
+    if !naba_kernels::bf16::supported() {
+        eprintln!("this CPU has no AVX512-BF16: bf16 products are not run");
+        return;
+    }
+    compare_engines(Precision::Bf16, 0.1);
+}
+
+/// The fast engine (products in `precision`) against the reference, hidden states and logits
+/// within `tol` on real positions.
+fn compare_engines(precision: Precision, tol: f32) {
     for name in [
         "bert-token-cls",
         "bert-seq-cls",
         "xlmr-token-cls",
         "xlmr-seq-cls",
     ] {
-        let fast = load(name, Engine::Fast);
+        let fast = load_in(name, Engine::Fast, precision);
+        assert_eq!(fast.encoder.precision(), Some(precision));
         let reference = load(name, Engine::Reference);
         let pad = fast.config.pad_token_id;
         let rows: Vec<Vec<u32>> = vec![
@@ -84,7 +107,7 @@ fn fast_engine_matches_reference_on_ragged_batches() {
         let hr = reference.encoder.forward(&batch).unwrap();
         assert_eq!(hf.dims(), hr.dims());
         let d = max_diff_real(&hf, &hr, &mask);
-        assert!(d < 2e-5, "{name}: hidden states differ by {d}");
+        assert!(d < tol, "{name}: hidden states differ by {d}");
         let lf = fast.head.forward(&hf).unwrap().unwrap();
         let lr = reference.head.forward(&hr).unwrap().unwrap();
         let d = if lf.rank() == 3 {
@@ -102,7 +125,7 @@ fn fast_engine_matches_reference_on_ragged_batches() {
             }
             worst
         };
-        assert!(d < 2e-5, "{name}: logits differ by {d}");
+        assert!(d < tol, "{name}: logits differ by {d}");
     }
 }
 

@@ -26,8 +26,10 @@ fn pipeline(dir: &std::path::Path, stride: Option<usize>) -> Pipeline {
     } else {
         HeadKind::SequenceClassification
     };
+    // Parity with transformers is the f32 path's; bf16 products are held to it elsewhere.
     let opts = LoadOptions {
         head_hint: Some(hint),
+        precision: naba_models::Precision::F32,
         ..LoadOptions::default()
     };
     let model = Model::load(&dir.to_string_lossy(), &opts).expect("load model");

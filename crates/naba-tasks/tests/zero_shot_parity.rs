@@ -77,7 +77,7 @@ fn entailment_scores_equal_transformers_pipeline() {
                 cases,
             )
         } else {
-            let model = Model::load(&dir.to_string_lossy(), &LoadOptions::default()).expect("load");
+            let model = Model::load(&dir.to_string_lossy(), &f32_products()).expect("load");
             let pipeline = Pipeline::new(model, &PipelineOptions::default()).expect("pipeline");
             check(
                 name,
@@ -98,8 +98,16 @@ fn a_model_without_entailment_labels_is_refused_by_name() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/parity/xlmr-seq-cls"
     ));
-    let model = Model::load(&dir.to_string_lossy(), &LoadOptions::default()).expect("load");
+    let model = Model::load(&dir.to_string_lossy(), &f32_products()).expect("load");
     let pipeline = Pipeline::new(model, &PipelineOptions::default()).expect("pipeline");
     let err = EntailmentZeroShot::new(pipeline).err().expect("refused");
     assert!(err.to_string().contains("NLI model"), "{err}");
+}
+
+/// Parity with transformers is the f32 path's; bf16 products are held to it elsewhere.
+fn f32_products() -> LoadOptions {
+    LoadOptions {
+        precision: naba_models::Precision::F32,
+        ..LoadOptions::default()
+    }
 }
