@@ -45,9 +45,11 @@ untimed and then --train-steps timed steps, with the same threads, on the same b
    tokenises and batches them exactly as `naba train` does, writes the W + T batches it trains
    on (train-batches.jsonl), then trains and times itself. It runs whenever a torch engine is
    asked for too, since its batches are theirs.
-2. naba-reference: the same command with `--engine reference` (naba's plain, unoptimised
+2. naba-f32: the same command with NABA_PRECISION=f32 (the fast engine's products in f32
+   where "naba" multiplies in bf16), its own --batches-out (not used).
+3. naba-reference: the same command with `--engine reference` (naba's plain, unoptimised
    trainer), its own --batches-out (not used) and --out naba-reference-train.json.
-3. torch-f32, torch-bf16: train_peer.py (in the peers' environment) on train-batches.jsonl,
+4. torch-f32, torch-bf16: train_peer.py (in the peers' environment) on train-batches.jsonl,
    bf16 under CPU autocast; see its docstring for the model, optimizer and what is timed.
 
 The second table gives sub-words/s (real sub-words of the timed steps per second; padding is
@@ -91,10 +93,10 @@ NABA_ENGINES = ("naba", "naba-f32")
 ALL_ENGINES = NABA_ENGINES + PEER_ENGINES
 DEFAULT_PYTHON = pathlib.Path.home() / ".cache" / "naba-peers" / "bin" / "python"
 REFERENCE = "torch-f32"
-NABA_TRAIN_ENGINES = ("naba", "naba-reference")
+NABA_TRAIN_ENGINES = ("naba", "naba-f32", "naba-reference")
 TRAIN_PEER_ENGINES = ("torch-f32", "torch-bf16")
 ALL_TRAIN_ENGINES = NABA_TRAIN_ENGINES + TRAIN_PEER_ENGINES
-DEFAULT_TRAIN_ENGINES = ("naba", "torch-f32", "torch-bf16")
+DEFAULT_TRAIN_ENGINES = ("naba", "naba-f32", "torch-f32", "torch-bf16")
 TRAIN_REFERENCE = "torch-f32"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 # A short news-like sentence with two entities: enough to exercise the whole pipeline once.
@@ -378,11 +380,14 @@ def count_lines(path):
 
 def run_naba_train(args, engine, out):
     """naba bench-train with naba's fast engine ("naba", which also writes the batches the
-    torch rows train on) or its reference engine ("naba-reference", whose batches file is not
-    used). Returns the result dict (with "error" on failure)."""
+    torch rows train on), the same with its products forced to f32 ("naba-f32",
+    NABA_PRECISION=f32), or its reference engine ("naba-reference"); the last two write
+    batches files of their own, not used. Returns the result dict (with "error" on
+    failure)."""
     reference = engine == "naba-reference"
-    batches_out = out / ("naba-reference-train-batches.jsonl" if reference
-                         else "train-batches.jsonl")
+    env = {"NABA_PRECISION": "f32"} if engine == "naba-f32" else None
+    batches_out = out / ("train-batches.jsonl" if engine == "naba"
+                         else f"{engine}-train-batches.jsonl")
     cmd = [args.naba, "--threads", args.threads, "bench-train",
            "--model", args.train_model, "--data", args.train_data,
            "--sentences", args.train_sentences, "--batch-size", args.train_batch_size,
@@ -391,7 +396,7 @@ def run_naba_train(args, engine, out):
            "--engine", "reference" if reference else "fast",
            "--batches-out", batches_out, "--out", out / f"{engine}-train.json"]
     print(f"{engine} bench-train ...", file=sys.stderr)
-    child = run_child(cmd, out / f"{engine}-train.log", args.timeout)
+    child = run_child(cmd, out / f"{engine}-train.log", args.timeout, env)
     if child.error:
         return {"engine": engine, "error": child.error}
     result = read_json(out / f"{engine}-train.json")
@@ -447,7 +452,7 @@ def run_training(args, out):
     for engine in args.train_engines:
         if engine in results:
             continue
-        if engine == "naba-reference":
+        if engine in ("naba-f32", "naba-reference"):
             results[engine] = run_naba_train(args, engine, out)
         elif no_batches:
             results[engine] = {"engine": engine, "error": no_batches}
@@ -721,7 +726,8 @@ def main():
         if args.windows is None:
             stale += [out / "windows.jsonl", out / "latency.json"]
     if args.train_data is not None:
-        stale += [out / "train-batches.jsonl", out / "naba-reference-train-batches.jsonl"]
+        stale += [out / "train-batches.jsonl", out / "naba-reference-train-batches.jsonl",
+                  out / "naba-f32-train-batches.jsonl"]
         stale += [out / f"{e}-train{ext}" for e in ALL_TRAIN_ENGINES for ext in (".json", ".log")]
     for path in stale:
         path.unlink(missing_ok=True)

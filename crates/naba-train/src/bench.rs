@@ -94,6 +94,9 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     )?;
     let fast = crate::fast::chosen(o.engine, &net)
         .map_err(|why| anyhow::anyhow!("the fast engine cannot train this model: {why}"))?;
+    // The products `naba train` would use here (`auto`: bf16 where the CPU has it).
+    let products = crate::recipe::TrainPrecision::Auto.resolve();
+    let fast = fast.then_some(products);
     // Every layer trains: the first trained layer's input is the embeddings' output.
     let inputs = frozen_cache(&net, &split.examples)?;
     let total = o.warmup_steps + o.steps;
@@ -172,7 +175,10 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     }
     let seconds = t0.elapsed().as_secs_f64();
     Ok(BenchReport {
-        engine: format!("naba-{}", o.engine.as_str()),
+        engine: match fast {
+            Some(p) => format!("naba-{} ({} products)", o.engine.as_str(), p.name()),
+            None => format!("naba-{}", o.engine.as_str()),
+        },
         threads: naba_kernels::threads(),
         steps: o.steps,
         warmup_steps: o.warmup_steps,

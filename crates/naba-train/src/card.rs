@@ -66,7 +66,7 @@ pub fn model_card(
     writeln!(s, "\n## Command\n\n```\n{}\n```\n", opts.command)?;
     writeln!(
         s,
-        "Training time: {:.0} s of training ({:.1} min, {} engine){}; {:.0} s wall for the last \
+        "Training time: {:.0} s of training ({:.1} min; engine: {}){}; {:.0} s wall for the last \
          session (2-core CPU).\n",
         m.train_seconds,
         m.train_seconds / 60.0,

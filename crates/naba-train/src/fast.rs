@@ -12,6 +12,10 @@
 //! The maths is the [`Mode::Train`](crate::net::Mode) forward of [`TrainNet`]: dropout after
 //! the attention-output and FFN-output projections, none on attention probabilities; a test
 //! holds the two engines' gradients together.
+//!
+//! The big products (four forward, eight backward per block) multiply in the [`Precision`] the
+//! caller picks: f32, or bf16 operands with f32 sums where the CPU has AVX512-BF16
+//! (`naba_kernels::bf16`). Weights, gradients and optimiser state stay f32 either way.
 
 use crate::net::{Block, Lin, Norm, TrainNet};
 use crate::recipe::TrainEngine;
@@ -20,7 +24,7 @@ use crate::view::View;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use naba_kernels::linear::{self, Epilogue};
-use naba_kernels::{attention, math, norm, Isa};
+use naba_kernels::{attention, bf16, math, norm, Isa, Precision};
 use naba_models::config::Activation;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -80,6 +84,7 @@ struct LayerTape {
 /// The forward pass's record, consumed by [`backward`].
 pub struct Tape {
     offsets: Vec<usize>,
+    precision: Precision,
     layers: Vec<LayerTape>,
 }
 
@@ -149,24 +154,54 @@ fn stacked_qkv(net: &TrainNet, blk: &Block) -> Result<(Vec<f32>, Vec<f32>)> {
 /// `out = x · Wᵀ + b` for one of the block's linear layers, its weights read in place.
 fn project(
     net: &TrainNet,
+    precision: Precision,
     lin: &Lin,
     x: &[f32],
     out: &mut [f32],
     (t, inp, outf): (usize, usize, usize),
 ) -> Result<()> {
     let (w, b) = (View::new(net.tensor(lin.w))?, View::new(net.tensor(lin.b))?);
-    linear::linear(
-        Isa::best(),
-        x,
-        w.get(),
-        Some(b.get()),
-        out,
-        t,
-        inp,
-        outf,
-        Epilogue::None,
-    );
+    product(precision, x, w.get(), Some(b.get()), out, (t, inp, outf));
     Ok(())
+}
+
+/// `out[t, n] = x[t, k] · w[n, k]ᵀ + b` in `precision`.
+fn product(
+    precision: Precision,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    out: &mut [f32],
+    (t, k, n): (usize, usize, usize),
+) {
+    match precision {
+        Precision::Bf16 => bf16::linear(x, w, b, out, (t, k, n), Epilogue::None),
+        Precision::F32 => linear::linear(Isa::best(), x, w, b, out, t, k, n, Epilogue::None),
+    }
+}
+
+/// [`linear::matmul`] in `precision`.
+fn matmul(
+    precision: Precision,
+    a: (&[f32], bool),
+    b: (&[f32], bool),
+    out: &mut [f32],
+    mkn: (usize, usize, usize),
+) {
+    match precision {
+        Precision::Bf16 => bf16::matmul(a, b, out, mkn, false),
+        Precision::F32 => linear::matmul(a, b, out, mkn, false),
+    }
+}
+
+/// The precision asked for, where this CPU can run it: bf16 falls back to f32 without
+/// AVX512-BF16.
+pub fn runnable(precision: Precision) -> Precision {
+    if precision == Precision::Bf16 && !bf16::supported() {
+        Precision::F32
+    } else {
+        precision
+    }
 }
 
 /// Layer norm of `x + residual` in place; returns the normalised rows and `1/σ` per row.
@@ -244,7 +279,9 @@ pub fn forward(
     batch: &Packed,
     (from, to): (usize, usize),
     mut masks: Option<(&mut Rng, f64)>,
+    precision: Precision,
 ) -> Result<(Vec<f32>, Tape)> {
+    let precision = runnable(precision);
     if let Some(why) = unsupported(net) {
         bail!(why);
     }
@@ -266,17 +303,7 @@ pub fn forward(
         let blk = net.block_at(layer);
         let (qkv_w, qkv_b) = stacked_qkv(net, blk)?;
         let mut qkv = vec![0f32; t * 3 * h];
-        linear::linear(
-            isa,
-            &x,
-            &qkv_w,
-            Some(&qkv_b),
-            &mut qkv,
-            t,
-            h,
-            3 * h,
-            Epilogue::None,
-        );
+        product(precision, &x, &qkv_w, Some(&qkv_b), &mut qkv, (t, h, 3 * h));
         let mut ctx = vec![0f32; t * h];
         let mut probs = vec![0f32; attention::probs_len(&batch.offsets, nh)];
         attention::packed_attention_train(
@@ -289,11 +316,11 @@ pub fn forward(
             &mut probs,
         );
         let mut y1 = vec![0f32; t * h];
-        project(net, &blk.ao, &ctx, &mut y1, (t, h, h))?;
+        project(net, precision, &blk.ao, &ctx, &mut y1, (t, h, h))?;
         let drop1 = dropout(&mut y1, &mut masks);
         let (xhat1, inv1) = norm_forward(net, &blk.aln, &mut y1, &x, eps)?;
         let mut u = vec![0f32; t * f];
-        project(net, &blk.fi, &y1, &mut u, (t, h, f))?;
+        project(net, precision, &blk.fi, &y1, &mut u, (t, h, f))?;
         let (mut act, mut dgelu) = (vec![0f32; t * f], vec![0f32; t * f]);
         u.par_chunks(1 << 14)
             .zip(act.par_chunks_mut(1 << 14))
@@ -301,7 +328,7 @@ pub fn forward(
             .for_each(|((u, a), d)| math::gelu_with_grad(isa, u, a, d));
         drop(u);
         let mut out = vec![0f32; t * h];
-        project(net, &blk.fo, &act, &mut out, (t, f, h))?;
+        project(net, precision, &blk.fo, &act, &mut out, (t, f, h))?;
         let drop2 = dropout(&mut out, &mut masks);
         let (xhat2, inv2) = norm_forward(net, &blk.oln, &mut out, &y1, eps)?;
         layers.push(LayerTape {
@@ -326,6 +353,7 @@ pub fn forward(
         x,
         Tape {
             offsets: batch.offsets.clone(),
+            precision,
             layers,
         },
     ))
@@ -335,6 +363,7 @@ pub fn forward(
 /// and, when asked, `dx = dy · W`.
 fn linear_backward(
     net: &TrainNet,
+    precision: Precision,
     (w, b): (usize, usize),
     (x, dy): (&[f32], &[f32]),
     (t, inp, out): (usize, usize, usize),
@@ -342,12 +371,12 @@ fn linear_backward(
     grads: &mut Vec<(usize, Vec<f32>)>,
 ) -> Result<()> {
     let mut dw = vec![0f32; out * inp];
-    linear::matmul((dy, true), (x, false), &mut dw, (out, t, inp), false);
+    matmul(precision, (dy, true), (x, false), &mut dw, (out, t, inp));
     let mut db = vec![0f32; out];
     norm::add_column_sums(dy, &mut db);
     if let Some(dx) = dx {
         let wv = View::new(net.tensor(w))?;
-        linear::matmul((dy, false), (wv.get(), false), dx, (t, out, inp), false);
+        matmul(precision, (dy, false), (wv.get(), false), dx, (t, out, inp));
     }
     grads.push((w, dw));
     grads.push((b, db));
@@ -376,6 +405,7 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
         let mut du = vec![0f32; t * f];
         linear_backward(
             net,
+            tape.precision,
             (blk.fo.w, blk.fo.b),
             (&lt.act, &d_o),
             (t, f, h),
@@ -388,6 +418,7 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
         let mut dy1 = vec![0f32; t * h];
         linear_backward(
             net,
+            tape.precision,
             (blk.fi.w, blk.fi.b),
             (&lt.y1, &du),
             (t, h, f),
@@ -403,6 +434,7 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
         let mut dctx = vec![0f32; t * h];
         linear_backward(
             net,
+            tape.precision,
             (blk.ao.w, blk.ao.b),
             (&lt.ctx, &da),
             (t, h, h),
@@ -422,7 +454,13 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
         );
         // Q, K and V as one stacked product, split back into the three weights.
         let mut dw = vec![0f32; 3 * h * h];
-        linear::matmul((&dqkv, true), (&lt.x, false), &mut dw, (3 * h, t, h), false);
+        matmul(
+            tape.precision,
+            (&dqkv, true),
+            (&lt.x, false),
+            &mut dw,
+            (3 * h, t, h),
+        );
         let mut dbias = vec![0f32; 3 * h];
         norm::add_column_sums(&dqkv, &mut dbias);
         for (i, l) in [&blk.q, &blk.k, &blk.v].into_iter().enumerate() {
@@ -431,12 +469,12 @@ pub fn backward(net: &TrainNet, tape: Tape, dout: Vec<f32>) -> Result<HashMap<St
         }
         if Some(lt.layer) != first {
             let mut dx = vec![0f32; t * h];
-            linear::matmul(
+            matmul(
+                tape.precision,
                 (&dqkv, false),
                 (&lt.qkv_w, false),
                 &mut dx,
                 (t, 3 * h, h),
-                false,
             );
             dx.iter_mut().zip(&dr1).for_each(|(a, b)| *a += b);
             dy = dx;

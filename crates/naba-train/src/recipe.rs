@@ -244,6 +244,34 @@ impl TrainEngine {
     }
 }
 
+/// What the fast engine's big products multiply in (see [`OptimSpec::precision`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainPrecision {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl TrainPrecision {
+    fn is_auto(&self) -> bool {
+        *self == TrainPrecision::Auto
+    }
+
+    /// The products this machine runs for the setting: `auto` is the inference engine's choice
+    /// ([`naba_kernels::Precision::best`]), `bf16` needs AVX512-BF16 and is f32 without it.
+    pub fn resolve(self) -> naba_kernels::Precision {
+        use naba_kernels::Precision;
+        let wanted = match self {
+            TrainPrecision::Auto => Precision::best(),
+            TrainPrecision::F32 => Precision::F32,
+            TrainPrecision::Bf16 => Precision::Bf16,
+        };
+        crate::fast::runnable(wanted)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimSpec {
@@ -254,6 +282,13 @@ pub struct OptimSpec {
     /// the fast engine; the same seed reproduces those models bit for bit only with it.
     #[serde(default, skip_serializing_if = "TrainEngine::is_fast")]
     pub engine: TrainEngine,
+    /// What the fast engine's big matrix products multiply in; weights, gradients and
+    /// optimiser state are f32 either way. `auto` (default): bf16 where the CPU has
+    /// AVX512-BF16 (unless `NABA_PRECISION=f32`), else f32. `f32`, or `bf16` (f32 on a CPU
+    /// without it). The same seed gives the same model only with the same products, so a
+    /// model trained in bf16 is reproduced on a CPU that has it.
+    #[serde(default, skip_serializing_if = "TrainPrecision::is_auto")]
+    pub precision: TrainPrecision,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Examples per micro-batch.

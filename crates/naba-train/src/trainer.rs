@@ -63,8 +63,9 @@ pub struct TrainOutcome {
     pub best_dev_rounded: Option<Score>,
     pub cache_seconds: f64,
     pub cache_tokens_per_second: f64,
-    /// The engine that ran the trained layers (`fast` or `reference`).
-    pub engine: &'static str,
+    /// The engine that ran the trained layers: `reference`, or `fast, f32 products` /
+    /// `fast, bf16 products`.
+    pub engine: String,
 }
 
 /// A split's score: the headline and its details.
@@ -142,10 +143,13 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         say(&format!("training through candle's autograd: {why}"));
         false
     });
-    let how = format!(
-        "{how}, {} engine",
-        if fast_engine { "fast" } else { "reference" }
-    );
+    // The fast engine's products: None trains through the reference engine.
+    let products = fast_engine.then(|| recipe.optim.precision.resolve());
+    let engine = match products {
+        Some(p) => format!("fast, {} products", p.name()),
+        None => "reference".to_string(),
+    };
+    let how = format!("{how}, {engine} engine");
     say(&format!(
         "train: {} examples ({} sub-words), dev: {} examples ({} sub-words); {} of {} layers train{how}",
         train_split.examples.len(),
@@ -281,7 +285,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
                     scale: 1.0 / (group_end - micro) as f64,
                 };
                 let p = recipe.model.dropout;
-                let Some((loss, gs)) = micro_batch(&net, fast_engine, &step, (&mut rng, p))? else {
+                let Some((loss, gs)) = micro_batch(&net, products, &step, (&mut rng, p))? else {
                     continue;
                 };
                 group_loss += loss;
@@ -411,7 +415,7 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         best_dev_rounded: None,
         cache_seconds,
         cache_tokens_per_second: cache_tps,
-        engine: if fast_engine { "fast" } else { "reference" },
+        engine,
     };
     let done = matches!(stop, Stop::Completed | Stop::EarlyStopped);
     if done && opts.finish && opts.out.join(BEST_PARTS_DIR).is_dir() {
@@ -732,21 +736,23 @@ pub struct MicroBatch<'a> {
 
 /// One micro-batch's forward and backward pass: its scaled loss and the gradient of every
 /// trainable tensor, by name; `None` when no row has a label. `fast` picks the hand-written
-/// passes of [`fast`] for the encoder layers (the head and loss are candle's either way).
+/// passes of [`fast`] for the encoder layers, with their products in the precision given
+/// (the head and loss are candle's either way).
 pub fn micro_batch(
     net: &TrainNet,
-    fast: bool,
+    fast: Option<naba_kernels::Precision>,
     mb: &MicroBatch,
     (rng, p): (&mut Rng, f64),
 ) -> Result<Option<(f64, Grads)>> {
     let hidden = net.config.hidden_size;
-    let (logits, fast_tape) = if fast {
+    let (logits, fast_tape) = if let Some(products) = fast {
         let packed = fast::Packed::from_rows(mb.rows.iter().copied(), hidden);
         let (out, tape) = fast::forward(
             net,
             &packed,
             (net.first_trained, net.num_layers()),
             Some((&mut *rng, p)),
+            products,
         )?;
         let h = Var::from_tensor(&packed.to_padded(&out, hidden)?)?;
         let logits = net.head_forward(h.as_tensor(), Some((&mut *rng, p)))?;

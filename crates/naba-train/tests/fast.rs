@@ -2,6 +2,7 @@
 //! and loss through both, then every trained tensor's gradient compared.
 
 use candle_core::{Tensor, Var};
+use naba_kernels::Precision;
 use naba_train::fast::{self, Packed};
 use naba_train::net::{HeadType, Mode, TrainNet};
 use naba_train::rng::Rng;
@@ -78,7 +79,12 @@ fn reference(net: &TrainNet, rows: &[Vec<u32>], p: f64) -> (Tensor, HashMap<Stri
 }
 
 /// The same through the fast engine: packed blocks, candle for the head and loss only.
-fn fast_grads(net: &TrainNet, rows: &[Vec<u32>], p: f64) -> (Tensor, HashMap<String, Tensor>) {
+fn fast_grads(
+    net: &TrainNet,
+    rows: &[Vec<u32>],
+    p: f64,
+    products: Precision,
+) -> (Tensor, HashMap<String, Tensor>) {
     let hidden = net.config.hidden_size;
     let (x, _) = net.embed(rows).unwrap();
     let x = x.to_vec3::<f32>().unwrap();
@@ -94,6 +100,7 @@ fn fast_grads(net: &TrainNet, rows: &[Vec<u32>], p: f64) -> (Tensor, HashMap<Str
         &batch,
         (net.first_trained, net.num_layers()),
         Some((&mut rng, p)),
+        products,
     )
     .unwrap();
     let h = Var::from_tensor(&batch.to_padded(&out, hidden).unwrap()).unwrap();
@@ -117,15 +124,27 @@ fn fast_grads(net: &TrainNet, rows: &[Vec<u32>], p: f64) -> (Tensor, HashMap<Str
 }
 
 fn compare(rows: &[Vec<u32>], train_layers: usize, p: f64) {
+    compare_in(rows, train_layers, p, Precision::F32, (1e-5, 1e-4));
+}
+
+/// The fast engine against autograd, hidden states within `tol.0` and gradients within
+/// `tol.1` of the largest.
+fn compare_in(
+    rows: &[Vec<u32>],
+    train_layers: usize,
+    p: f64,
+    products: Precision,
+    tol: (f32, f32),
+) {
     let net = net(train_layers);
     let (h_ref, g_ref) = reference(&net, rows, p);
-    let (h_fast, g_fast) = fast_grads(&net, rows, p);
+    let (h_fast, g_fast) = fast_grads(&net, rows, p, products);
     for (r, row) in rows.iter().enumerate() {
         let n = row.len();
         let a = h_ref.get(r).unwrap().narrow(0, 0, n).unwrap();
         let b = h_fast.get(r).unwrap().narrow(0, 0, n).unwrap();
         let d = max_diff(&a, &b);
-        assert!(d < 1e-5, "row {r}: hidden states differ by {d}");
+        assert!(d < tol.0, "row {r}: hidden states differ by {d}");
     }
     let trained: Vec<_> = net.trainable().map(|p| p.name.clone()).collect();
     assert_eq!(g_ref.len(), trained.len(), "the reference lacks a gradient");
@@ -137,7 +156,7 @@ fn compare(rows: &[Vec<u32>], train_layers: usize, p: f64) {
         assert_eq!(a.dims(), b.dims(), "{name}");
         let (d, m) = (max_diff(a, b), max_abs(a));
         assert!(
-            d <= 1e-4 * m.max(1e-3),
+            d <= tol.1 * m.max(1e-3),
             "{name}: gradients differ by {d} (largest {m})"
         );
     }
@@ -162,6 +181,23 @@ fn gradients_match_autograd_with_dropout() {
         vec![2u32, 11, 12, 14, 15, 16, 3],
     ];
     compare(&rows, 2, 0.3);
+}
+
+#[test]
+fn bf16_products_stay_near_autograd() {
+    // bf16 keeps 8 bits of each operand: hidden states within a few hundredths, gradients
+    // within a few percent of the largest. A product with its operands swapped or a panel
+    // misread is off by the whole value, far outside this.
+    if !naba_kernels::bf16::supported() {
+        eprintln!("this CPU has no AVX512-BF16: the fast engine's bf16 products are not run");
+        return;
+    }
+    let rows = vec![
+        vec![2u32, 10, 20, 30, 40, 50, 3],
+        vec![2u32, 11, 12, 3],
+        vec![2u32, 7, 9, 13, 17, 19, 23, 29, 31, 3],
+    ];
+    compare_in(&rows, 2, 0.0, Precision::Bf16, (5e-2, 5e-2));
 }
 
 #[test]

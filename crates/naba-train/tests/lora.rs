@@ -119,7 +119,10 @@ fn adapter_run_learns_and_assembles_into_the_network_it_trained() {
         "tiny-lora",
         &tmp.path().join(MODEL_DIR),
         SourceKind::Directory,
-        &LoadOptions::default(),
+        &LoadOptions {
+            precision: naba_kernels::Precision::F32,
+            ..LoadOptions::default()
+        },
     )
     .unwrap();
     let base = checkpoint::open_base(fixture_model().to_str().unwrap(), false).unwrap();

@@ -5,6 +5,7 @@
 use naba_models::{LoadOptions, Model, SourceKind};
 use naba_train::checkpoint::{load_tensors, PARTS_FILE};
 use naba_train::net::{HeadType, Mode, TrainNet};
+use naba_train::recipe::TrainPrecision;
 use naba_train::trainer::{BEST_PARTS_DIR, MODEL_DIR};
 use naba_train::{train, Recipe, Stop};
 use std::path::Path;
@@ -72,6 +73,7 @@ fn training_forward_matches_inference_forward() {
         fixture_model().to_str().unwrap(),
         &LoadOptions {
             head_hint: Some(naba_models::HeadKind::TokenClassification),
+            precision: naba_kernels::Precision::F32,
             ..LoadOptions::default()
         },
     )
@@ -139,7 +141,10 @@ fn tiny_run_learns_round_trips_and_is_reproducible() {
         "tiny",
         &a.join(MODEL_DIR),
         SourceKind::Directory,
-        &LoadOptions::default(),
+        &LoadOptions {
+            precision: naba_kernels::Precision::F32,
+            ..LoadOptions::default()
+        },
     )
     .unwrap();
     assert_eq!(model.config.labels, r.data.labels);
@@ -214,10 +219,13 @@ fn tiny_run_learns_round_trips_and_is_reproducible() {
     // The reference engine (candle's autograd) still trains, and names itself. Without dropout
     // (whose masks the engines draw in different orders for ragged rows) the two follow the
     // same path: the same maths, summed in another order.
-    assert_eq!(out.engine, "fast");
+    // The fast engine's products are f32 for this comparison; bf16's are checked after it.
+    assert!(out.engine.starts_with("fast, "), "{}", out.engine);
     let mut no_dropout = r.clone();
     no_dropout.model.dropout = 0.0;
+    no_dropout.optim.precision = TrainPrecision::F32;
     let fast = train(&no_dropout, &opts(&tmp.path().join("e"))).unwrap();
+    assert_eq!(fast.engine, "fast, f32 products");
     let mut reference = no_dropout.clone();
     reference.optim.engine = naba_train::recipe::TrainEngine::Reference;
     let slow = train(&reference, &opts(&tmp.path().join("d"))).unwrap();
@@ -232,6 +240,22 @@ fn tiny_run_learns_round_trips_and_is_reproducible() {
             f.train_loss,
             r.train_loss
         );
+    }
+    // bf16 products (where the CPU has them) follow the same path to within their rounding.
+    if naba_kernels::bf16::supported() {
+        let mut bf16 = no_dropout.clone();
+        bf16.optim.precision = TrainPrecision::Bf16;
+        let half = train(&bf16, &opts(&tmp.path().join("f"))).unwrap();
+        assert_eq!(half.engine, "fast, bf16 products");
+        for (f, r) in half.meta.history.iter().zip(hr) {
+            assert!(
+                (f.train_loss - r.train_loss).abs() < 3e-2 * r.train_loss.abs().max(1.0),
+                "epoch {}: bf16 loss {} vs reference {}",
+                f.epoch,
+                f.train_loss,
+                r.train_loss
+            );
+        }
     }
 }
 

@@ -53,6 +53,10 @@ pub struct TrainArgs {
     /// bit for bit).
     #[arg(long, value_parser = ["fast", "reference"])]
     pub engine: Option<String>,
+    /// Override optim.precision, what the fast engine's matrix products multiply in: `auto`
+    /// (bf16 where the CPU has AVX512-BF16, else f32), `f32`, or `bf16`.
+    #[arg(long, value_parser = ["auto", "f32", "bf16"])]
+    pub precision: Option<String>,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -91,6 +95,14 @@ pub fn run(args: TrainArgs) -> Result<ExitCode> {
         recipe.optim.engine = match v.as_str() {
             "reference" => naba_train::recipe::TrainEngine::Reference,
             _ => naba_train::recipe::TrainEngine::Fast,
+        };
+    }
+    if let Some(v) = &args.precision {
+        use naba_train::recipe::TrainPrecision;
+        recipe.optim.precision = match v.as_str() {
+            "f32" => TrainPrecision::F32,
+            "bf16" => TrainPrecision::Bf16,
+            _ => TrainPrecision::Auto,
         };
     }
     recipe.validate()?;
