@@ -137,6 +137,13 @@ fn block_products(c: &mut Criterion) {
                 b.iter(|| packed.linear(&x, None, &mut out, m, Epilogue::None))
             });
         }
+        if naba_kernels::int8::supported() {
+            let packed = PackedMatrix::pack_for(isa, Precision::Int8, &w, n, k);
+            g.bench_function(BenchmarkId::new("packed-int8", name), |b| {
+                let mut out = vec![0f32; m * n];
+                b.iter(|| packed.linear(&x, None, &mut out, m, Epilogue::None))
+            });
+        }
     }
     g.finish();
 }

@@ -4,11 +4,13 @@
 //! vector loads of weights, six broadcasts of activations and twelve fused multiply-adds, with
 //! the bias and GELU applied to the tile before it is stored. Nothing is repacked per call,
 //! activations are read in place, and the output is written once. Elsewhere the weight stays
-//! row-major and the `gemm` crate runs the product. Where the products run in bf16
-//! ([`Precision::Bf16`]), the weight is stored once as bf16 panels ([`crate::bf16`]) at half
-//! the memory, and each call rounds its activations to bf16 before the product.
+//! row-major and the `gemm` crate runs the product. Where the products run in bf16 or int8
+//! ([`Precision`]), the weight is stored once as bf16 panels ([`crate::bf16`], half the memory)
+//! or int8 ones ([`crate::int8`], a quarter), and each call rounds or quantises its activations
+//! before the product.
 
 use crate::bf16::{self, Panels, Rows};
+use crate::int8;
 use crate::linear::Epilogue;
 use crate::{Isa, Precision};
 use rayon::prelude::*;
@@ -27,6 +29,7 @@ pub struct PackedMatrix {
     /// weight (portable); empty when the weight is held as bf16.
     data: Arc<[f32]>,
     bf16: Option<Panels>,
+    int8: Option<int8::Panels>,
 }
 
 impl PackedMatrix {
@@ -54,6 +57,7 @@ impl PackedMatrix {
             isa,
             data,
             bf16: None,
+            int8: None,
         }
     }
 
@@ -68,6 +72,18 @@ impl PackedMatrix {
                 isa,
                 data: Arc::new([]),
                 bf16: Some(Panels::from_weight(w, n, k)),
+                int8: None,
+            };
+        }
+        if precision == Precision::Int8 && int8::supported() && k > 0 {
+            assert_eq!(w.len(), n * k, "pack: weight is not [{n}, {k}]");
+            return Self {
+                n,
+                k,
+                isa,
+                data: Arc::new([]),
+                bf16: None,
+                int8: Some(int8::Panels::from_weight(w, n, k)),
             };
         }
         Self::pack(isa, w, n, k)
@@ -77,6 +93,8 @@ impl PackedMatrix {
     pub fn precision(&self) -> Precision {
         if self.bf16.is_some() {
             Precision::Bf16
+        } else if self.int8.is_some() {
+            Precision::Int8
         } else {
             Precision::F32
         }
@@ -115,6 +133,10 @@ impl PackedMatrix {
                 accumulate: false,
             };
             return bf16::product(&Rows::from_slice(x, m, k), panels, out, finish);
+        }
+        if let Some(panels) = &self.int8 {
+            let rows = int8::Rows::from_slice(x, m, k);
+            return int8::product(&rows, panels, bias, out, epi);
         }
         match self.isa {
             #[cfg(target_arch = "x86_64")]

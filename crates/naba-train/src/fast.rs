@@ -176,7 +176,10 @@ fn product(
 ) {
     match precision {
         Precision::Bf16 => bf16::linear(x, w, b, out, (t, k, n), Epilogue::None),
-        Precision::F32 => linear::linear(Isa::best(), x, w, b, out, t, k, n, Epilogue::None),
+        // `runnable` never passes int8 here.
+        Precision::F32 | Precision::Int8 => {
+            linear::linear(Isa::best(), x, w, b, out, t, k, n, Epilogue::None)
+        }
     }
 }
 
@@ -190,17 +193,16 @@ fn matmul(
 ) {
     match precision {
         Precision::Bf16 => bf16::matmul(a, b, out, mkn, false),
-        Precision::F32 => linear::matmul(a, b, out, mkn, false),
+        Precision::F32 | Precision::Int8 => linear::matmul(a, b, out, mkn, false),
     }
 }
 
-/// The precision asked for, where this CPU can run it: bf16 falls back to f32 without
-/// AVX512-BF16.
+/// The precision asked for, where this CPU can run it and training can use it: int8 (an
+/// inference format) trains in bf16, and bf16 falls back to f32 without AVX512-BF16.
 pub fn runnable(precision: Precision) -> Precision {
-    if precision == Precision::Bf16 && !bf16::supported() {
-        Precision::F32
-    } else {
-        precision
+    match precision {
+        Precision::Bf16 | Precision::Int8 if bf16::supported() => Precision::Bf16,
+        _ => Precision::F32,
     }
 }
 

@@ -1,0 +1,346 @@
+//! Matrix products in int8 with int32 sums, for CPUs with AVX512-VNNI: inference only.
+//!
+//! `vpdpbusd` adds, in each of its sixteen int32 lanes, four products of an unsigned byte and a
+//! signed byte: four times the multiply-adds of an f32 FMA per instruction. So operands are
+//! quantised and stored as *quads* along the summed dimension `k`, four bytes per `u32`:
+//! - the weight once, at load, symmetric per output feature (`w ≈ scale_j · q`, `q` in
+//!   -127..=127), as panels of 32 columns like [`crate::bf16`]'s, with each column's sum of
+//!   `q` kept for the correction below;
+//! - the activations per call, symmetric per row (`x ≈ scale_i · q`), then shifted by 128 into
+//!   unsigned bytes, since the instruction wants one operand unsigned. The shift adds
+//!   `128 · Σ_k q_w` to every sum, which the epilogue takes off again, exactly.
+//!
+//! The sums are exact integers (at most `k · 255 · 127`, far inside int32 for any encoder
+//! width), so the only error is the rounding of both operands to 8 bits, which the tests
+//! reproduce with [`quantize`] and check to f32 rounding.
+
+use crate::linear::Epilogue;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Output columns per panel: two registers of sixteen int32.
+pub const NR: usize = 32;
+/// Rows per register tile.
+pub const MR: usize = 12;
+
+/// Whether this CPU has the int8 dot product (AVX512-VNNI with AVX512-F/BW, and AVX2+FMA for
+/// the GELU epilogue).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `xs` as symmetric int8 (`x ≈ scale · q`, `q` in -127..=127, rounded to nearest even) and its
+/// scale. An all-zero (or empty) row has scale 0 and all `q` 0.
+pub fn quantize(xs: &[f32]) -> (Vec<i8>, f32) {
+    let amax = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if amax == 0.0 || !amax.is_finite() {
+        return (vec![0; xs.len()], if amax.is_finite() { 0.0 } else { amax });
+    }
+    let inv = 127.0 / amax;
+    let q = xs
+        .iter()
+        .map(|&x| (x * inv).round_ties_even().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (q, amax / 127.0)
+}
+
+fn quad(q: &[i8], at: usize, shift: bool) -> u32 {
+    let mut v = 0u32;
+    for t in 0..4 {
+        let b = q.get(at + t).copied().unwrap_or(0);
+        let byte = if shift {
+            (i16::from(b) + 128) as u8
+        } else {
+            b as u8
+        };
+        v |= u32::from(byte) << (8 * t);
+    }
+    v
+}
+
+/// A linear layer's weight `[n, k]` quantised per output feature, as panels of quads.
+#[derive(Debug, Clone)]
+pub struct Panels {
+    n: usize,
+    k: usize,
+    data: Arc<[u32]>,
+    /// Per column (padded to whole panels): the weight's scale, and `128 · Σ_k q`.
+    scale: Arc<[f32]>,
+    offset: Arc<[i32]>,
+}
+
+impl Panels {
+    pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(w.len(), n * k, "int8 panels: weight is not [{n}, {k}]");
+        let kq = k.div_ceil(4);
+        let panels = n.div_ceil(NR);
+        let rows: Vec<(Vec<i8>, f32)> = (0..n)
+            .into_par_iter()
+            .map(|j| quantize(&w[j * k..(j + 1) * k]))
+            .collect();
+        let mut data = vec![0u32; panels * kq * NR];
+        let mut scale = vec![0f32; panels * NR];
+        let mut offset = vec![0i32; panels * NR];
+        for (j, (q, s)) in rows.iter().enumerate() {
+            let (p, c) = (j / NR, j % NR);
+            for qq in 0..kq {
+                data[(p * kq + qq) * NR + c] = quad(q, 4 * qq, false);
+            }
+            scale[j] = *s;
+            offset[j] = 128 * q.iter().map(|&v| i32::from(v)).sum::<i32>();
+        }
+        Self {
+            n,
+            k,
+            data: data.into(),
+            scale: scale.into(),
+            offset: offset.into(),
+        }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+}
+
+/// Activations `[m, k]` quantised per row and shifted to unsigned bytes, as quads.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    m: usize,
+    kq: usize,
+    data: Vec<u32>,
+    scale: Vec<f32>,
+}
+
+impl Rows {
+    pub fn from_slice(x: &[f32], m: usize, k: usize) -> Self {
+        assert_eq!(x.len(), m * k, "int8 rows: x is not [{m}, {k}]");
+        let kq = k.div_ceil(4);
+        let mut data = vec![0u32; m * kq];
+        let mut scale = vec![0f32; m];
+        if kq > 0 {
+            let vector = supported();
+            data.par_chunks_mut(kq)
+                .zip(scale.par_iter_mut())
+                .zip(x.par_chunks(k))
+                .for_each(|((d, s), row)| {
+                    #[cfg(target_arch = "x86_64")]
+                    if vector {
+                        // SAFETY: supported() checked AVX512-F/BW; d holds ceil(k / 4) quads.
+                        *s = unsafe { avx512::quantize_row(row, d) };
+                        return;
+                    }
+                    let (q, sc) = quantize(row);
+                    *s = sc;
+                    for (qq, v) in d.iter_mut().enumerate() {
+                        *v = quad(&q, 4 * qq, true);
+                    }
+                });
+        }
+        Self { m, kq, data, scale }
+    }
+}
+
+/// `out[m, n] = a · bᵀ (dequantised) + bias`, then the epilogue.
+///
+/// # Panics
+/// When the CPU lacks AVX512-VNNI (check [`supported`]) or the shapes disagree.
+pub fn product(a: &Rows, b: &Panels, bias: Option<&[f32]>, out: &mut [f32], epilogue: Epilogue) {
+    let (m, n) = (a.m, b.n);
+    assert_eq!(a.kq, b.k.div_ceil(4), "int8 product: a and b differ in k");
+    assert_eq!(out.len(), m * n, "int8 product: out is not [{m}, {n}]");
+    assert!(
+        supported(),
+        "int8 product on a CPU without AVX512-VNNI: check int8::supported() first"
+    );
+    assert!(a.kq > 0, "int8 product: an empty sum (k = 0)");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mut bias_pad = vec![0f32; n.div_ceil(NR) * NR];
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "int8 product: bias is not [{n}]");
+        bias_pad[..n].copy_from_slice(bias);
+    }
+    let kq = a.kq.max(1);
+    let rows = ((48 * 1024 / 4) / kq).clamp(MR, 20 * MR) / MR * MR;
+    let rows = rows
+        .min(m.div_ceil(4 * crate::threads()).div_ceil(MR) * MR)
+        .max(MR);
+    #[cfg(target_arch = "x86_64")]
+    out.par_chunks_mut(rows * n)
+        .zip(a.data.par_chunks(rows * a.kq.max(1)))
+        .zip(a.scale.par_chunks(rows))
+        .for_each(|((ob, ab), sb)| {
+            let mb = ob.len() / n;
+            for p in 0..n.div_ceil(NR) {
+                let panel = &b.data[p * a.kq * NR..(p + 1) * a.kq * NR];
+                let j0 = p * NR;
+                let cols = avx512::Columns {
+                    scale: &b.scale[j0..j0 + NR],
+                    offset: &b.offset[j0..j0 + NR],
+                    bias: &bias_pad[j0..j0 + NR],
+                };
+                let width = NR.min(n - j0);
+                let mut r = 0;
+                while r < mb {
+                    let mr = MR.min(mb - r);
+                    // SAFETY: supported() was asserted above; `tile` asserts that every
+                    // index it reaches lies inside its slices.
+                    unsafe {
+                        avx512::tile(
+                            &ab[r * a.kq..(r + mr) * a.kq],
+                            &sb[r..r + mr],
+                            a.kq,
+                            panel,
+                            &cols,
+                            (&mut ob[r * n..], n, j0, width),
+                            epilogue,
+                        )
+                    }
+                    r += mr;
+                }
+            }
+        });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use crate::linear::Epilogue;
+    use std::arch::x86_64::*;
+
+    /// [`super::quantize`] of `row`, shifted by 128, written as quads into `dst` (the tail of
+    /// the last quad stays 0: the weights there are 0); returns the scale. The same maths as
+    /// the plain version, so the same bytes: `vcvtps2dq` rounds to nearest even.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quantize_row(row: &[f32], dst: &mut [u32]) -> f32 {
+        assert!(dst.len() == row.len().div_ceil(4));
+        let k = row.len();
+        let mut i = 0;
+        let mut vmax = _mm512_setzero_ps();
+        while i + 16 <= k {
+            vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_loadu_ps(row.as_ptr().add(i))));
+            i += 16;
+        }
+        let mut amax = _mm512_reduce_max_ps(vmax);
+        for x in &row[i..] {
+            amax = amax.max(x.abs());
+        }
+        dst.fill(0);
+        if amax == 0.0 || !amax.is_finite() {
+            let (q, s) = super::quantize(row);
+            for (qq, v) in dst.iter_mut().enumerate() {
+                *v = super::quad(&q, 4 * qq, true);
+            }
+            return s;
+        }
+        let inv = _mm512_set1_ps(127.0 / amax);
+        let (lo, hi, shift) = (
+            _mm512_set1_epi32(-127),
+            _mm512_set1_epi32(127),
+            _mm512_set1_epi32(128),
+        );
+        let bytes = dst.as_mut_ptr().cast::<u8>();
+        let mut i = 0;
+        while i + 16 <= k {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(row.as_ptr().add(i)), inv);
+            let q = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(v), lo), hi);
+            let b = _mm512_cvtepi32_epi8(_mm512_add_epi32(q, shift));
+            _mm_storeu_si128(bytes.add(i).cast(), b);
+            i += 16;
+        }
+        let inv = 127.0 / amax;
+        for (t, x) in row.iter().enumerate().skip(i) {
+            let q = (x * inv).round_ties_even().clamp(-127.0, 127.0) as i16;
+            *bytes.add(t) = (q + 128) as u8;
+        }
+        // The tail of the last quad: a shifted zero, as the plain version writes it.
+        for t in k..dst.len() * 4 {
+            *bytes.add(t) = 128;
+        }
+        amax / 127.0
+    }
+
+    /// What the epilogue needs of one panel's 32 columns.
+    pub(super) struct Columns<'a> {
+        pub scale: &'a [f32],
+        pub offset: &'a [i32],
+        pub bias: &'a [f32],
+    }
+
+    /// One `mr × 32` tile: integer sums over the quads, then
+    /// `(sum − offset_j) · scale_i · scale_j + bias_j` and the epilogue.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub(super) unsafe fn tile(
+        a: &[u32],
+        row_scale: &[f32],
+        kq: usize,
+        panel: &[u32],
+        cols: &Columns<'_>,
+        (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
+        epilogue: Epilogue,
+    ) {
+        let mr = row_scale.len();
+        assert!((1..=MR).contains(&mr) && (1..=NR).contains(&width));
+        assert!(a.len() == mr * kq && panel.len() == kq * NR);
+        assert!(cols.scale.len() == NR && cols.offset.len() == NR && cols.bias.len() == NR);
+        assert!((mr - 1) * ldo + j0 + width <= out.len());
+        let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+        let ap = a.as_ptr();
+        let wp = panel.as_ptr();
+        let rows: [*const u32; MR] = std::array::from_fn(|i| ap.add(i.min(mr - 1) * kq));
+        for q in 0..kq {
+            let b0 = _mm512_loadu_si512(wp.add(q * NR).cast());
+            let b1 = _mm512_loadu_si512(wp.add(q * NR + 16).cast());
+            for i in 0..MR {
+                let x = _mm512_set1_epi32(*rows[i].add(q) as i32);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
+                acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
+            }
+        }
+        let sw = [
+            _mm512_loadu_ps(cols.scale.as_ptr()),
+            _mm512_loadu_ps(cols.scale.as_ptr().add(16)),
+        ];
+        let off = [
+            _mm512_loadu_si512(cols.offset.as_ptr().cast()),
+            _mm512_loadu_si512(cols.offset.as_ptr().add(16).cast()),
+        ];
+        let bv = [
+            _mm512_loadu_ps(cols.bias.as_ptr()),
+            _mm512_loadu_ps(cols.bias.as_ptr().add(16)),
+        ];
+        for (i, acc) in acc.iter().enumerate().take(mr) {
+            let sa = _mm512_set1_ps(row_scale[i]);
+            let mut row = [0f32; NR];
+            for h in 0..2 {
+                let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], off[h]));
+                let v = _mm512_fmadd_ps(exact, _mm512_mul_ps(sa, sw[h]), bv[h]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), v);
+            }
+            if epilogue == Epilogue::Gelu {
+                for c in (0..NR).step_by(8) {
+                    let v = _mm256_loadu_ps(row.as_ptr().add(c));
+                    _mm256_storeu_ps(row.as_mut_ptr().add(c), crate::math::avx2::gelu8(v));
+                }
+            }
+            out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
+        }
+    }
+}
