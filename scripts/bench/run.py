@@ -87,9 +87,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 PEERS = HERE / "peers.py"
 TRAIN_PEER = HERE / "train_peer.py"
 PEER_ENGINES = ("torch-f32", "torch-bf16", "ort-f32", "ort-int8")
-# naba-f32: naba with its products forced to f32 (NABA_PRECISION=f32), so a run that uses
-# bf16 products also shows the f32 path it must stay near.
-NABA_ENGINES = ("naba", "naba-f32")
+# naba-f32 / naba-bf16 / naba-int8: naba with its products forced to one precision
+# (NABA_PRECISION; a CPU without the instructions runs the next one down), so a run also shows
+# the f32 path every fast path must stay near, and each fast path.
+NABA_ENGINES = ("naba", "naba-f32", "naba-bf16", "naba-int8")
 ALL_ENGINES = NABA_ENGINES + PEER_ENGINES
 DEFAULT_PYTHON = pathlib.Path.home() / ".cache" / "naba-peers" / "bin" / "python"
 REFERENCE = "torch-f32"
@@ -292,9 +293,10 @@ def naba_task(args, config):
 
 def run_naba(args, config, out, engine="naba"):
     """naba bench (which, as engine "naba", also writes the windows), then naba's start-up
-    probe. Engine "naba-f32" runs the same with NABA_PRECISION=f32. Returns the result dict
-    (with "error" on failure)."""
-    env = {"NABA_PRECISION": "f32"} if engine == "naba-f32" else None
+    probe. Engines "naba-f32", "naba-bf16" and "naba-int8" run the same with NABA_PRECISION
+    set to their suffix.
+    Returns the result dict (with "error" on failure)."""
+    env = {"NABA_PRECISION": engine.split("-")[1]} if engine != "naba" else None
     log = out / f"{engine}.log"
     cmd = [args.naba, "--threads", args.threads, "bench",
            "--model", args.model, "--data", args.data, "--docs", args.docs,
@@ -698,7 +700,7 @@ def run_inference(args, out):
         windows, latency = args.windows, args.latency_window
 
     for engine in args.engines:
-        if engine == "naba-f32" and args.windows is None:
+        if engine in NABA_ENGINES[1:] and args.windows is None:
             results[engine] = run_naba(args, config, out, engine)
         elif engine not in NABA_ENGINES and engine not in results:
             results[engine] = run_peer(args, engine, windows, latency, out)

@@ -34,8 +34,8 @@ pub struct LoadOptions {
     pub head_hint: Option<HeadKind>,
     /// Fused CPU kernels, or candle's reference ops (default: `NABA_ENGINE`, else fast).
     pub engine: Engine,
-    /// What the fast engine's matrix products multiply in (default: bf16 where the CPU has
-    /// AVX512-BF16, unless `NABA_PRECISION=f32`; see [`naba_kernels::Precision::best`]).
+    /// What the fast engine's matrix products multiply in (default: the fastest the CPU has,
+    /// int8, bf16 or f32, unless `NABA_PRECISION` says; see [`naba_kernels::Precision::best`]).
     pub precision: naba_kernels::Precision,
 }
 

@@ -46,6 +46,9 @@ pub struct ModelDetails {
     pub zero_shot_method: Option<ZeroShotMethod>,
     /// The share of a TF-IDF member averaged with the encoder, when the model has one.
     pub lexical_mix: Option<f32>,
+    /// What the encoder's matrix products multiply in (`f32`, `bf16`, `int8`); `None` on the
+    /// reference engine, which multiplies in the weights' dtype.
+    pub products: Option<&'static str>,
 }
 
 pub struct ModelHandle {
@@ -258,6 +261,7 @@ fn load(
             metrics: None,
             zero_shot_method: Some(ZeroShotMethod::Entailment),
             lexical_mix: None,
+            products: None,
         };
         let engine = Engine::Deberta(Box::new(EntailmentZeroShot::new(model)?));
         return Ok((PipelineRunner::new(engine, entry.task)?, details));
@@ -380,6 +384,7 @@ fn describe(model: &Model) -> ModelDetails {
         metrics,
         zero_shot_method: None,
         lexical_mix: None,
+        products: model.encoder.precision().map(|p| p.name()),
     }
 }
 

@@ -433,6 +433,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Json<ModelsResponse> {
                 window_tokens: d.map(|d| d.window_tokens),
                 card: d.and_then(|d| d.card.clone()),
                 lexical_mix: d.and_then(|d| d.lexical_mix),
+                products: d.and_then(|d| d.products.map(str::to_string)),
                 metrics: d.and_then(|d| d.metrics.clone()),
                 error: match status {
                     Status::Failed(e) => Some(e),

@@ -149,7 +149,10 @@ pub fn train(recipe: &Recipe, opts: &TrainOptions) -> Result<TrainOutcome> {
         Some(p) => format!("fast, {} products", p.name()),
         None => "reference".to_string(),
     };
-    let how = format!("{how}, {engine} engine");
+    let how = match products {
+        Some(p) => format!("{how}, fast engine ({} products)", p.name()),
+        None => format!("{how}, reference engine"),
+    };
     say(&format!(
         "train: {} examples ({} sub-words), dev: {} examples ({} sub-words); {} of {} layers train{how}",
         train_split.examples.len(),

@@ -300,9 +300,10 @@ pub fn run_train(args: BenchTrainArgs) -> Result<ExitCode> {
     })?;
     let mut result = serde_json::to_value(&report)?;
     result["version"] = json!(format!(
-        "naba {} ({} kernels)",
+        "naba {} ({} kernels, {} products)",
         env!("CARGO_PKG_VERSION"),
-        naba_kernels::Isa::best().name()
+        naba_kernels::Isa::best().name(),
+        naba_train::recipe::TrainPrecision::Auto.resolve().name()
     ));
     result["peak_rss_mb"] = json!(peak_rss_mb());
     if let Some(p) = &args.out {

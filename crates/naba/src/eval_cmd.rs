@@ -306,6 +306,15 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Records in the report what the encoder's products multiply in (`f32`, `bf16`, `int8`), since the
+/// same model can score a hair differently on another CPU.
+fn record_products(info: &mut RunInfo, pipeline: &Pipeline) {
+    if let Some(p) = pipeline.model().encoder.precision() {
+        info.settings
+            .insert("products".to_string(), p.name().to_string());
+    }
+}
+
 /// Column settings of one evaluation, from flags or a suite entry.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -566,7 +575,9 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
                 ("aggregation".to_string(), run.aggregation.to_string()),
                 ("pack_words".to_string(), pack_words.to_string()),
             ]);
-            let (tags, timings) = predict_ner(the_pipeline()?, &corpus.sentences, &groups, run)?;
+            let pipeline = the_pipeline()?;
+            record_products(&mut info, pipeline);
+            let (tags, timings) = predict_ner(pipeline, &corpus.sentences, &groups, run)?;
             opts.run = Some(RunStats::from_timings(
                 &timings,
                 corpus.token_count() as u64,
@@ -614,6 +625,7 @@ fn evaluate(job: &Job, run: &RunArgs) -> Result<Report> {
             let (preds, timings, words) = match zero_shot {
                 None => {
                     let pipeline = the_pipeline()?;
+                    record_products(&mut info, pipeline);
                     if let Some(mix) = pipeline.lexical_mix() {
                         info.settings
                             .insert("lexical_mix".to_string(), mix.to_string());

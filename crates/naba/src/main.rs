@@ -23,7 +23,12 @@ use std::process::ExitCode;
     about = "Topic, stance and named entities for Arabic news text",
     long_about = "Topic, stance and named entities for Arabic news text.\n\n\
         Models are Hugging Face-layout directories, hub repo ids (read from the local hub \
-        cache when HF_HUB_OFFLINE=1), or the base encoder fetched by `naba models fetch`."
+        cache when HF_HUB_OFFLINE=1), or the base encoder fetched by `naba models fetch`.",
+    after_help = "Environment: NABA_THREADS (as --threads); NABA_PRECISION=auto|int8|bf16|f32 \
+        picks what the encoder's matrix products multiply in (auto, the default: int8 on CPUs \
+        with AVX512-VNNI, bf16 with AVX512-BF16, else f32; norms, softmax and GELU stay f32); \
+        NABA_ISA=portable turns the AVX2/AVX-512 kernels off; NABA_ENGINE=reference runs \
+        candle's own ops instead of the fused kernels."
 )]
 struct Cli {
     /// CPU threads for model work (default: every core).
