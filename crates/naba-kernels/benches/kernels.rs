@@ -144,6 +144,25 @@ fn block_products(c: &mut Criterion) {
                 b.iter(|| packed.linear(&x, None, &mut out, m, Epilogue::None))
             });
         }
+        // The 256-bit path of CPUs without AVX-512, where this one has both.
+        let narrow = naba_kernels::int8::Path::AvxVnni;
+        if naba_kernels::int8::paths()[1..].contains(&narrow) {
+            let panels = naba_kernels::int8::Panels::from_weight(&w, n, k);
+            g.bench_function(BenchmarkId::new("int8-avx-vnni", name), |b| {
+                let mut out = vec![0f32; m * n];
+                b.iter(|| {
+                    let rows = naba_kernels::int8::Rows::from_slice_for(Some(narrow), &x, m, k);
+                    naba_kernels::int8::product_on(
+                        narrow,
+                        &rows,
+                        &panels,
+                        None,
+                        &mut out,
+                        Epilogue::None,
+                    )
+                })
+            });
+        }
     }
     g.finish();
 }

@@ -223,12 +223,7 @@ pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
     if let Some(bias) = finish.bias {
         bias_pad[..n].copy_from_slice(bias);
     }
-    // Row blocks of about 48 KB of bf16 activations, so a block stays in L2 while every
-    // panel passes over it; at least four blocks a thread so two threads share evenly.
-    let rows = ((48 * 1024 / 4) / kq.max(1)).clamp(MR, 20 * MR) / MR * MR;
-    let rows = rows
-        .min(m.div_ceil(4 * crate::threads()).div_ceil(MR) * MR)
-        .max(MR);
+    let rows = crate::row_block(m, 4 * kq, 48 * 1024, MR);
     #[cfg(target_arch = "x86_64")]
     out.par_chunks_mut(rows * n)
         .zip(a.data.par_chunks(rows * kq.max(1)))
@@ -340,10 +335,8 @@ mod avx512 {
                 }
             }
             if finish.epilogue == Epilogue::Gelu {
-                for c in (0..NR).step_by(8) {
-                    let v = _mm256_loadu_ps(row.as_ptr().add(c));
-                    _mm256_storeu_ps(row.as_mut_ptr().add(c), crate::math::avx2::gelu8(v));
-                }
+                // supported() checked AVX2+FMA as well, which the GELU kernel needs.
+                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
             }
             dst.copy_from_slice(&row[..width]);
         }

@@ -1,7 +1,9 @@
 //! Matrix products in int8 with int32 sums, for CPUs with AVX512-VNNI: inference only.
 //!
-//! `vpdpbusd` adds, in each of its sixteen int32 lanes, four products of an unsigned byte and a
-//! signed byte: four times the multiply-adds of an f32 FMA per instruction. So operands are
+//! `vpdpbusd` adds, in each of its int32 lanes, four products of an unsigned byte and a signed
+//! byte: four times the multiply-adds of an f32 FMA per instruction. Two encodings exist, and
+//! each has a path ([`Path`]): AVX512-VNNI (a 12×32 tile in 512-bit registers) and AVX-VNNI,
+//! the 256-bit one of CPUs without AVX-512 (a 6×16 tile over each half of a panel). So operands are
 //! quantised and stored as *quads* along the summed dimension `k`, four bytes per `u32`:
 //! - the weight once, at load, symmetric per output feature (`w ≈ scale_j · q`, `q` in
 //!   -127..=127), as panels of 32 columns like [`crate::bf16`]'s, with each column's sum of
@@ -23,21 +25,47 @@ pub const NR: usize = 32;
 /// Rows per register tile.
 pub const MR: usize = 12;
 
-/// Whether this CPU has the int8 dot product (AVX512-VNNI with AVX512-F/BW, and AVX2+FMA for
-/// the GELU epilogue).
-pub fn supported() -> bool {
+/// An instruction family the int8 kernel has a path for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// AVX512-VNNI (with AVX512-F/BW): a 12×32 tile.
+    Avx512Vnni,
+    /// AVX-VNNI, the 256-bit encoding (with AVX2): a 6×16 tile over each half of a panel.
+    AvxVnni,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Avx512Vnni => "avx512-vnni",
+            Path::AvxVnni => "avx-vnni",
+        }
+    }
+}
+
+/// Every int8 path this CPU can run, fastest first; tests run each. Each also needs AVX2+FMA,
+/// for the GELU epilogue.
+pub fn paths() -> Vec<Path> {
+    let mut out = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx2") && has!("fma") {
+            if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                out.push(Path::Avx512Vnni);
+            }
+            if has!("avxvnni") {
+                out.push(Path::AvxVnni);
+            }
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    out
+}
+
+/// Whether this CPU has an int8 dot product the kernel uses.
+pub fn supported() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| !paths().is_empty())
 }
 
 /// `xs` as symmetric int8 (`x ≈ scale · q`, `q` in -127..=127, rounded to nearest even) and its
@@ -128,22 +156,46 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// Quantised with the vector code of the fastest path this CPU has.
     pub fn from_slice(x: &[f32], m: usize, k: usize) -> Self {
+        Self::from_slice_for(paths().first().copied(), x, m, k)
+    }
+
+    /// Quantised with the vector code of `path` (plain code for `None`); every choice writes
+    /// the same bytes, which the tests check through the product.
+    ///
+    /// # Panics
+    /// When the CPU cannot run `path`, or `x` is not `[m, k]`.
+    pub fn from_slice_for(path: Option<Path>, x: &[f32], m: usize, k: usize) -> Self {
         assert_eq!(x.len(), m * k, "int8 rows: x is not [{m}, {k}]");
+        if let Some(p) = path {
+            assert!(
+                paths().contains(&p),
+                "int8 rows: this CPU cannot run {}",
+                p.name()
+            );
+        }
         let kq = k.div_ceil(4);
         let mut data = vec![0u32; m * kq];
         let mut scale = vec![0f32; m];
         if kq > 0 {
-            let vector = supported();
             data.par_chunks_mut(kq)
                 .zip(scale.par_iter_mut())
                 .zip(x.par_chunks(k))
                 .for_each(|((d, s), row)| {
+                    // SAFETY: `path` was checked against this CPU above (AVX512-F/BW, or
+                    // AVX2); d holds ceil(k / 4) quads.
                     #[cfg(target_arch = "x86_64")]
-                    if vector {
-                        // SAFETY: supported() checked AVX512-F/BW; d holds ceil(k / 4) quads.
-                        *s = unsafe { avx512::quantize_row(row, d) };
-                        return;
+                    match path {
+                        Some(Path::Avx512Vnni) => {
+                            *s = unsafe { avx512::quantize_row(row, d) };
+                            return;
+                        }
+                        Some(Path::AvxVnni) => {
+                            *s = unsafe { avx_vnni::quantize_row(row, d) };
+                            return;
+                        }
+                        None => {}
                     }
                     let (q, sc) = quantize(row);
                     *s = sc;
@@ -156,17 +208,35 @@ impl Rows {
     }
 }
 
-/// `out[m, n] = a · bᵀ (dequantised) + bias`, then the epilogue.
+/// `out[m, n] = a · bᵀ (dequantised) + bias`, then the epilogue, on the fastest path.
 ///
 /// # Panics
-/// When the CPU lacks AVX512-VNNI (check [`supported`]) or the shapes disagree.
+/// When the CPU has no int8 path (check [`supported`]) or the shapes disagree.
 pub fn product(a: &Rows, b: &Panels, bias: Option<&[f32]>, out: &mut [f32], epilogue: Epilogue) {
+    let path = paths().first().copied();
+    let path = path.expect("int8 product on a CPU without VNNI: check int8::supported() first");
+    product_on(path, a, b, bias, out, epilogue);
+}
+
+/// [`product`] on a given path (tests compare every path this CPU has).
+///
+/// # Panics
+/// When the CPU cannot run `path` (see [`paths`]) or the shapes disagree.
+pub fn product_on(
+    path: Path,
+    a: &Rows,
+    b: &Panels,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    epilogue: Epilogue,
+) {
     let (m, n) = (a.m, b.n);
     assert_eq!(a.kq, b.k.div_ceil(4), "int8 product: a and b differ in k");
     assert_eq!(out.len(), m * n, "int8 product: out is not [{m}, {n}]");
     assert!(
-        supported(),
-        "int8 product on a CPU without AVX512-VNNI: check int8::supported() first"
+        paths().contains(&path),
+        "int8 product: this CPU cannot run the {} path",
+        path.name()
     );
     assert!(a.kq > 0, "int8 product: an empty sum (k = 0)");
     if m == 0 || n == 0 {
@@ -177,11 +247,11 @@ pub fn product(a: &Rows, b: &Panels, bias: Option<&[f32]>, out: &mut [f32], epil
         assert_eq!(bias.len(), n, "int8 product: bias is not [{n}]");
         bias_pad[..n].copy_from_slice(bias);
     }
-    let kq = a.kq.max(1);
-    let rows = ((48 * 1024 / 4) / kq).clamp(MR, 20 * MR) / MR * MR;
-    let rows = rows
-        .min(m.div_ceil(4 * crate::threads()).div_ceil(MR) * MR)
-        .max(MR);
+    let mr_max = match path {
+        Path::Avx512Vnni => MR,
+        Path::AvxVnni => avx_vnni::MR,
+    };
+    let rows = crate::row_block(m, 4 * a.kq, 48 * 1024, mr_max);
     #[cfg(target_arch = "x86_64")]
     out.par_chunks_mut(rows * n)
         .zip(a.data.par_chunks(rows * a.kq.max(1)))
@@ -191,7 +261,7 @@ pub fn product(a: &Rows, b: &Panels, bias: Option<&[f32]>, out: &mut [f32], epil
             for p in 0..n.div_ceil(NR) {
                 let panel = &b.data[p * a.kq * NR..(p + 1) * a.kq * NR];
                 let j0 = p * NR;
-                let cols = avx512::Columns {
+                let cols = Columns {
                     scale: &b.scale[j0..j0 + NR],
                     offset: &b.offset[j0..j0 + NR],
                     bias: &bias_pad[j0..j0 + NR],
@@ -199,19 +269,20 @@ pub fn product(a: &Rows, b: &Panels, bias: Option<&[f32]>, out: &mut [f32], epil
                 let width = NR.min(n - j0);
                 let mut r = 0;
                 while r < mb {
-                    let mr = MR.min(mb - r);
-                    // SAFETY: supported() was asserted above; `tile` asserts that every
-                    // index it reaches lies inside its slices.
+                    let mr = mr_max.min(mb - r);
+                    let (a_rows, scales) = (&ab[r * a.kq..(r + mr) * a.kq], &sb[r..r + mr]);
+                    let dst = (&mut ob[r * n..], n, j0, width);
+                    // SAFETY: the path was checked against this CPU above; `tile` asserts that
+                    // every index it reaches lies inside its slices.
                     unsafe {
-                        avx512::tile(
-                            &ab[r * a.kq..(r + mr) * a.kq],
-                            &sb[r..r + mr],
-                            a.kq,
-                            panel,
-                            &cols,
-                            (&mut ob[r * n..], n, j0, width),
-                            epilogue,
-                        )
+                        match path {
+                            Path::Avx512Vnni => {
+                                avx512::tile(a_rows, scales, a.kq, panel, &cols, dst, epilogue)
+                            }
+                            Path::AvxVnni => {
+                                avx_vnni::tile(a_rows, scales, a.kq, panel, &cols, dst, epilogue)
+                            }
+                        }
                     }
                     r += mr;
                 }
@@ -219,9 +290,16 @@ pub fn product(a: &Rows, b: &Panels, bias: Option<&[f32]>, out: &mut [f32], epil
         });
 }
 
+/// What the epilogue needs of one panel's 32 columns.
+struct Columns<'a> {
+    scale: &'a [f32],
+    offset: &'a [i32],
+    bias: &'a [f32],
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{MR, NR};
+    use super::{Columns, MR, NR};
     use crate::linear::Epilogue;
     use std::arch::x86_64::*;
 
@@ -277,13 +355,6 @@ mod avx512 {
         amax / 127.0
     }
 
-    /// What the epilogue needs of one panel's 32 columns.
-    pub(super) struct Columns<'a> {
-        pub scale: &'a [f32],
-        pub offset: &'a [i32],
-        pub bias: &'a [f32],
-    }
-
     /// One `mr × 32` tile: integer sums over the quads, then
     /// `(sum − offset_j) · scale_i · scale_j + bias_j` and the epilogue.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
@@ -335,10 +406,134 @@ mod avx512 {
                 _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), v);
             }
             if epilogue == Epilogue::Gelu {
-                for c in (0..NR).step_by(8) {
-                    let v = _mm256_loadu_ps(row.as_ptr().add(c));
-                    _mm256_storeu_ps(row.as_mut_ptr().add(c), crate::math::avx2::gelu8(v));
+                // supported() checked AVX2+FMA as well, which the GELU kernel needs.
+                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
+            }
+            out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx_vnni {
+    use super::{Columns, NR};
+    use crate::linear::Epilogue;
+    use std::arch::x86_64::*;
+
+    /// Rows per tile: 6 rows × 2 registers of accumulators, 2 of weights and 1 broadcast fit
+    /// the sixteen 256-bit registers.
+    pub(super) const MR: usize = 6;
+
+    /// [`super::quantize`] of `row` with AVX2, the same bytes as the plain version (see the
+    /// AVX-512 one).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quantize_row(row: &[f32], dst: &mut [u32]) -> f32 {
+        assert!(dst.len() == row.len().div_ceil(4));
+        let k = row.len();
+        let sign = _mm256_set1_ps(-0.0);
+        let mut vmax = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= k {
+            let v = _mm256_andnot_ps(sign, _mm256_loadu_ps(row.as_ptr().add(i)));
+            vmax = _mm256_max_ps(vmax, v);
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
+        let mut amax = lanes.iter().fold(0f32, |m, &x| m.max(x));
+        for x in &row[i..] {
+            amax = amax.max(x.abs());
+        }
+        if amax == 0.0 || !amax.is_finite() {
+            let (q, s) = super::quantize(row);
+            for (qq, v) in dst.iter_mut().enumerate() {
+                *v = super::quad(&q, 4 * qq, true);
+            }
+            return s;
+        }
+        let inv = _mm256_set1_ps(127.0 / amax);
+        let (lo, hi, shift) = (
+            _mm256_set1_epi32(-127),
+            _mm256_set1_epi32(127),
+            _mm256_set1_epi32(128),
+        );
+        let bytes = dst.as_mut_ptr().cast::<u8>();
+        let q8 = |at: usize| {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(row.as_ptr().add(at)), inv);
+            let q = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), lo), hi);
+            _mm256_add_epi32(q, shift)
+        };
+        let mut i = 0;
+        while i + 32 <= k {
+            // Four registers of eight values in 1..=255: pack to words, then to bytes (both
+            // work within 128-bit lanes), then put the lanes back in order.
+            let ab = _mm256_packs_epi32(q8(i), q8(i + 8));
+            let cd = _mm256_packs_epi32(q8(i + 16), q8(i + 24));
+            let bytes32 = _mm256_packus_epi16(ab, cd);
+            let ordered =
+                _mm256_permutevar8x32_epi32(bytes32, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(bytes.add(i).cast(), ordered);
+            i += 32;
+        }
+        let inv = 127.0 / amax;
+        for (t, x) in row.iter().enumerate().skip(i) {
+            let q = (x * inv).round_ties_even().clamp(-127.0, 127.0) as i16;
+            *bytes.add(t) = (q + 128) as u8;
+        }
+        for t in k..dst.len() * 4 {
+            *bytes.add(t) = 128;
+        }
+        amax / 127.0
+    }
+
+    /// One `mr × 32` tile (mr ≤ 6) as two `mr × 16` passes over the panel's halves, then the
+    /// same epilogue as the AVX-512 tile.
+    #[target_feature(enable = "avx2,fma,avxvnni")]
+    pub(super) unsafe fn tile(
+        a: &[u32],
+        row_scale: &[f32],
+        kq: usize,
+        panel: &[u32],
+        cols: &Columns<'_>,
+        (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
+        epilogue: Epilogue,
+    ) {
+        let mr = row_scale.len();
+        assert!((1..=MR).contains(&mr) && (1..=NR).contains(&width));
+        assert!(a.len() == mr * kq && panel.len() == kq * NR);
+        assert!(cols.scale.len() == NR && cols.offset.len() == NR && cols.bias.len() == NR);
+        assert!((mr - 1) * ldo + j0 + width <= out.len());
+        let ap = a.as_ptr();
+        let wp = panel.as_ptr();
+        let rows: [*const u32; MR] = std::array::from_fn(|i| ap.add(i.min(mr - 1) * kq));
+        let mut sums = [[0i32; NR]; MR];
+        for half in 0..2 {
+            let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+            for q in 0..kq {
+                let b0 = _mm256_loadu_si256(wp.add(q * NR + 16 * half).cast());
+                let b1 = _mm256_loadu_si256(wp.add(q * NR + 16 * half + 8).cast());
+                for i in 0..MR {
+                    let x = _mm256_set1_epi32(*rows[i].add(q) as i32);
+                    acc[i][0] = _mm256_dpbusd_avx_epi32(acc[i][0], x, b0);
+                    acc[i][1] = _mm256_dpbusd_avx_epi32(acc[i][1], x, b1);
                 }
+            }
+            for (sum, acc) in sums.iter_mut().zip(&acc) {
+                for (h, v) in acc.iter().enumerate() {
+                    let at = sum.as_mut_ptr().add(16 * half + 8 * h);
+                    _mm256_storeu_si256(at.cast(), *v);
+                }
+            }
+        }
+        for (i, sum) in sums.iter().enumerate().take(mr) {
+            let mut row = [0f32; NR];
+            for (c, r) in row.iter_mut().enumerate() {
+                let exact = (sum[c] - cols.offset[c]) as f32;
+                *r = exact.mul_add(row_scale[i] * cols.scale[c], cols.bias[c]);
+            }
+            if epilogue == Epilogue::Gelu {
+                // paths() checked AVX2+FMA as well, which the GELU kernel needs.
+                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
             }
             out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
         }

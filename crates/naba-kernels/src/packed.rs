@@ -165,12 +165,7 @@ impl PackedMatrix {
         };
         // Row blocks of about 64 KB of activations: the best of 32 KB to 512 KB measured on
         // two Zen 2 cores at the encoder's four shapes (cargo bench -p naba-kernels).
-        let rows = ((64 * 1024 / 4) / k.max(1)).clamp(MR, 240) / MR * MR;
-        // At least four blocks a thread, so a single request (a few hundred rows) is not
-        // split 4:3 between two threads.
-        let rows = rows
-            .min(m.div_ceil(4 * crate::threads()).div_ceil(MR) * MR)
-            .max(MR);
+        let rows = crate::row_block(m, 4 * k, 64 * 1024, MR);
         out.par_chunks_mut(rows * n)
             .zip(x.par_chunks(rows * k))
             .for_each(|(ob, xb)| {

@@ -2,10 +2,11 @@
 //! [`int8::quantize`], their integer products summed exactly in i64, then scaled in f64. The
 //! kernel's sums are exact too, so the two agree to the f32 rounding of the epilogue. Random
 //! shapes with odd sizes (`k` not a multiple of 4 pads a quad, `n` not a multiple of 32 leaves
-//! a partial panel, `m` not a multiple of 12 a partial tile). The kernel has one path,
-//! AVX512-VNNI: on a CPU without it these tests check only the quantiser and say so.
+//! a partial panel, `m` not a multiple of the tile's rows a partial tile), on every path this CPU
+//! has (AVX512-VNNI, AVX-VNNI), each with its own vector quantiser and with the plain one. On a
+//! CPU with neither these tests check only the quantiser and say so.
 
-use naba_kernels::int8::{self, Panels, Rows};
+use naba_kernels::int8::{self, Panels, Path, Rows};
 use naba_kernels::linear::Epilogue;
 use naba_kernels::packed::PackedMatrix;
 use naba_kernels::{math, Isa, Precision};
@@ -18,7 +19,7 @@ fn skip() -> bool {
     if int8::supported() {
         return false;
     }
-    eprintln!("this CPU has no AVX512-VNNI: the int8 product kernel is not run here");
+    eprintln!("this CPU has no AVX512-VNNI or AVX-VNNI: the int8 product kernel is not run here");
     true
 }
 
@@ -57,14 +58,22 @@ proptest! {
         let w = values(n * k, seed ^ 1, 1.0);
         let bias = values(n, seed ^ 2, 1.0);
         let epi = if gelu { Epilogue::Gelu } else { Epilogue::None };
-        let mut out = vec![f32::NAN; m * n];
-        int8::product(
-            &Rows::from_slice(&x, m, k),
-            &Panels::from_weight(&w, n, k),
-            with_bias.then_some(&bias[..]),
-            &mut out,
-            epi,
-        );
+        let panels = Panels::from_weight(&w, n, k);
+        // Every path with its own quantiser, and the first with the plain one: all the same bits.
+        let mut runs: Vec<(Path, Option<Path>)> = int8::paths().into_iter().map(|p| (p, Some(p))).collect();
+        runs.push((int8::paths()[0], None));
+        let mut outs = Vec::new();
+        for (path, quantiser) in runs {
+            let mut out = vec![f32::NAN; m * n];
+            let rows = Rows::from_slice_for(quantiser, &x, m, k);
+            int8::product_on(path, &rows, &panels, with_bias.then_some(&bias[..]), &mut out, epi);
+            outs.push((path, quantiser, out));
+        }
+        let bits = |o: &[f32]| o.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (path, quantiser, o) in &outs[1..] {
+            prop_assert_eq!(bits(o), bits(&outs[0].2), "{} with {:?} quantiser", path.name(), quantiser);
+        }
+        let out = &outs[0].2;
         for i in 0..m {
             let (qa, sa) = int8::quantize(&x[i * k..(i + 1) * k]);
             for j in 0..n {
