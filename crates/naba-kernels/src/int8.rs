@@ -83,6 +83,40 @@ pub fn quantize(xs: &[f32]) -> (Vec<i8>, f32) {
     (q, amax / 127.0)
 }
 
+/// [`quantize`] of `row`, shifted by 128, as quads into `dst`; returns the scale.
+fn quantize_row_plain(row: &[f32], dst: &mut [u32]) -> f32 {
+    let (q, s) = quantize(row);
+    for (qq, v) in dst.iter_mut().enumerate() {
+        *v = quad(&q, 4 * qq, true);
+    }
+    s
+}
+
+/// The part of a row the vector quantisers leave, from `from` on, as the plain one writes it:
+/// shifted bytes, then shifted zeros up to the end of the last quad.
+fn quantize_tail(row: &[f32], bytes: &mut [u8], from: usize, amax: f32) {
+    let inv = 127.0 / amax;
+    for (t, x) in row.iter().enumerate().skip(from) {
+        let q = (x * inv).round_ties_even().clamp(-127.0, 127.0) as i16;
+        bytes[t] = (q + 128) as u8;
+    }
+    bytes[row.len()..].fill(128);
+}
+
+/// Checks that a tile's slices hold every index it reaches.
+fn check_tile(
+    (a, row_scale, kq, panel): (&[u32], &[f32], usize, &[u32]),
+    cols: &Columns<'_>,
+    (out, ldo, j0, width): (&[f32], usize, usize, usize),
+    mr_max: usize,
+) {
+    let mr = row_scale.len();
+    assert!((1..=mr_max).contains(&mr) && (1..=NR).contains(&width));
+    assert!(a.len() == mr * kq && panel.len() == kq * NR);
+    assert!(cols.scale.len() == NR && cols.offset.len() == NR && cols.bias.len() == NR);
+    assert!((mr - 1) * ldo + j0 + width <= out.len());
+}
+
 fn quad(q: &[i8], at: usize, shift: bool) -> u32 {
     let mut v = 0u32;
     for t in 0..4 {
@@ -197,11 +231,7 @@ impl Rows {
                         }
                         None => {}
                     }
-                    let (q, sc) = quantize(row);
-                    *s = sc;
-                    for (qq, v) in d.iter_mut().enumerate() {
-                        *v = quad(&q, 4 * qq, true);
-                    }
+                    *s = quantize_row_plain(row, d);
                 });
         }
         Self { m, kq, data, scale }
@@ -320,13 +350,8 @@ mod avx512 {
         for x in &row[i..] {
             amax = amax.max(x.abs());
         }
-        dst.fill(0);
         if amax == 0.0 || !amax.is_finite() {
-            let (q, s) = super::quantize(row);
-            for (qq, v) in dst.iter_mut().enumerate() {
-                *v = super::quad(&q, 4 * qq, true);
-            }
-            return s;
+            return super::quantize_row_plain(row, dst);
         }
         let inv = _mm512_set1_ps(127.0 / amax);
         let (lo, hi, shift) = (
@@ -343,15 +368,14 @@ mod avx512 {
             _mm_storeu_si128(bytes.add(i).cast(), b);
             i += 16;
         }
-        let inv = 127.0 / amax;
-        for (t, x) in row.iter().enumerate().skip(i) {
-            let q = (x * inv).round_ties_even().clamp(-127.0, 127.0) as i16;
-            *bytes.add(t) = (q + 128) as u8;
-        }
-        // The tail of the last quad: a shifted zero, as the plain version writes it.
-        for t in k..dst.len() * 4 {
-            *bytes.add(t) = 128;
-        }
+        // The vector stores above went through `bytes`; no reference to `dst` is alive.
+        // The vector stores above went through `bytes`; no reference into `dst` is alive.
+        super::quantize_tail(
+            row,
+            std::slice::from_raw_parts_mut(bytes, dst.len() * 4),
+            i,
+            amax,
+        );
         amax / 127.0
     }
 
@@ -368,10 +392,7 @@ mod avx512 {
         epilogue: Epilogue,
     ) {
         let mr = row_scale.len();
-        assert!((1..=MR).contains(&mr) && (1..=NR).contains(&width));
-        assert!(a.len() == mr * kq && panel.len() == kq * NR);
-        assert!(cols.scale.len() == NR && cols.offset.len() == NR && cols.bias.len() == NR);
-        assert!((mr - 1) * ldo + j0 + width <= out.len());
+        super::check_tile((a, row_scale, kq, panel), cols, (&*out, ldo, j0, width), MR);
         let mut acc = [[_mm512_setzero_si512(); 2]; MR];
         let ap = a.as_ptr();
         let wp = panel.as_ptr();
@@ -445,11 +466,7 @@ mod avx_vnni {
             amax = amax.max(x.abs());
         }
         if amax == 0.0 || !amax.is_finite() {
-            let (q, s) = super::quantize(row);
-            for (qq, v) in dst.iter_mut().enumerate() {
-                *v = super::quad(&q, 4 * qq, true);
-            }
-            return s;
+            return super::quantize_row_plain(row, dst);
         }
         let inv = _mm256_set1_ps(127.0 / amax);
         let (lo, hi, shift) = (
@@ -475,14 +492,14 @@ mod avx_vnni {
             _mm256_storeu_si256(bytes.add(i).cast(), ordered);
             i += 32;
         }
-        let inv = 127.0 / amax;
-        for (t, x) in row.iter().enumerate().skip(i) {
-            let q = (x * inv).round_ties_even().clamp(-127.0, 127.0) as i16;
-            *bytes.add(t) = (q + 128) as u8;
-        }
-        for t in k..dst.len() * 4 {
-            *bytes.add(t) = 128;
-        }
+        // The vector stores above went through `bytes`; no reference to `dst` is alive.
+        // The vector stores above went through `bytes`; no reference into `dst` is alive.
+        super::quantize_tail(
+            row,
+            std::slice::from_raw_parts_mut(bytes, dst.len() * 4),
+            i,
+            amax,
+        );
         amax / 127.0
     }
 
@@ -499,10 +516,7 @@ mod avx_vnni {
         epilogue: Epilogue,
     ) {
         let mr = row_scale.len();
-        assert!((1..=MR).contains(&mr) && (1..=NR).contains(&width));
-        assert!(a.len() == mr * kq && panel.len() == kq * NR);
-        assert!(cols.scale.len() == NR && cols.offset.len() == NR && cols.bias.len() == NR);
-        assert!((mr - 1) * ldo + j0 + width <= out.len());
+        super::check_tile((a, row_scale, kq, panel), cols, (&*out, ldo, j0, width), MR);
         let ap = a.as_ptr();
         let wp = panel.as_ptr();
         let rows: [*const u32; MR] = std::array::from_fn(|i| ap.add(i.min(mr - 1) * kq));

@@ -118,3 +118,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_all_zero_row_gives_the_bias_on_every_path() {
+    if skip() {
+        return;
+    }
+    let (m, k, n) = (3, 37, 5);
+    let mut x = values(m * k, 3, 1.0);
+    x[k..2 * k].fill(0.0);
+    let w = values(n * k, 4, 1.0);
+    let bias = values(n, 5, 1.0);
+    let panels = Panels::from_weight(&w, n, k);
+    for path in int8::paths() {
+        let mut out = vec![f32::NAN; m * n];
+        let rows = Rows::from_slice_for(Some(path), &x, m, k);
+        int8::product_on(path, &rows, &panels, Some(&bias), &mut out, Epilogue::None);
+        assert_eq!(&out[n..2 * n], &bias[..], "{}", path.name());
+        assert!(out.iter().all(|v| v.is_finite()), "{}", path.name());
+    }
+}
