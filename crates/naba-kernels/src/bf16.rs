@@ -117,10 +117,6 @@ impl Rows {
         }
         Self::from_fn(m, k, |i, kk| x[i * k + kk])
     }
-
-    pub fn rows(&self) -> usize {
-        self.m
-    }
 }
 
 /// The right operand of a product, `[k, n]`, as panels of 32 columns of bf16 pairs along `k`
@@ -166,14 +162,6 @@ impl Panels {
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "bf16 panels: weight is not [{n}, {k}]");
         Self::from_fn(k, n, |kk, j| w[j * k + kk])
-    }
-
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-
-    pub fn in_features(&self) -> usize {
-        self.k
     }
 }
 

@@ -44,28 +44,30 @@ impl Path {
 }
 
 /// Every int8 path this CPU can run, fastest first; tests run each. Each also needs AVX2+FMA,
-/// for the GELU epilogue.
-pub fn paths() -> Vec<Path> {
-    let mut out = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx2") && has!("fma") {
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
-                out.push(Path::Avx512Vnni);
-            }
-            if has!("avxvnni") {
-                out.push(Path::AvxVnni);
+/// for the GELU epilogue. Detected once: every linear layer asks, on every call.
+pub fn paths() -> &'static [Path] {
+    static PATHS: std::sync::OnceLock<Vec<Path>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                    out.push(Path::Avx512Vnni);
+                }
+                if has!("avxvnni") {
+                    out.push(Path::AvxVnni);
+                }
             }
         }
-    }
-    out
+        out
+    })
 }
 
 /// Whether this CPU has an int8 dot product the kernel uses.
 pub fn supported() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| !paths().is_empty())
+    !paths().is_empty()
 }
 
 /// `xs` as symmetric int8 (`x ≈ scale · q`, `q` in -127..=127, rounded to nearest even) and its
@@ -169,14 +171,6 @@ impl Panels {
             scale: scale.into(),
             offset: offset.into(),
         }
-    }
-
-    pub fn out_features(&self) -> usize {
-        self.n
-    }
-
-    pub fn in_features(&self) -> usize {
-        self.k
     }
 }
 

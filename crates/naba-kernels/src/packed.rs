@@ -25,11 +25,17 @@ pub struct PackedMatrix {
     n: usize,
     k: usize,
     isa: Isa,
+    stored: Stored,
+}
+
+/// The weight in the form its product kernel reads.
+#[derive(Debug, Clone)]
+enum Stored {
     /// Panels (AVX2+FMA: `ceil(n / 16)` panels of `k × 16`, zero-padded) or the row-major
-    /// weight (portable); empty when the weight is held as bf16.
-    data: Arc<[f32]>,
-    bf16: Option<Panels>,
-    int8: Option<int8::Panels>,
+    /// weight (portable).
+    F32(Arc<[f32]>),
+    Bf16(Panels),
+    Int8(int8::Panels),
 }
 
 impl PackedMatrix {
@@ -55,48 +61,30 @@ impl PackedMatrix {
             n,
             k,
             isa,
-            data,
-            bf16: None,
-            int8: None,
+            stored: Stored::F32(data),
         }
     }
 
     /// Packs a row-major `[n, k]` weight for products in `precision`: bf16 panels where asked
     /// and the CPU has AVX512-BF16, otherwise as [`PackedMatrix::pack`] does for `isa`.
     pub fn pack_for(isa: Isa, precision: Precision, w: &[f32], n: usize, k: usize) -> Self {
-        if precision == Precision::Bf16 && bf16::supported() && k > 0 {
-            assert_eq!(w.len(), n * k, "pack: weight is not [{n}, {k}]");
-            return Self {
-                n,
-                k,
-                isa,
-                data: Arc::new([]),
-                bf16: Some(Panels::from_weight(w, n, k)),
-                int8: None,
-            };
-        }
-        if precision == Precision::Int8 && int8::supported() && k > 0 {
-            assert_eq!(w.len(), n * k, "pack: weight is not [{n}, {k}]");
-            return Self {
-                n,
-                k,
-                isa,
-                data: Arc::new([]),
-                bf16: None,
-                int8: Some(int8::Panels::from_weight(w, n, k)),
-            };
-        }
-        Self::pack(isa, w, n, k)
+        let stored = match precision {
+            _ if k == 0 => return Self::pack(isa, w, n, k),
+            Precision::Bf16 if bf16::supported() => Stored::Bf16(Panels::from_weight(w, n, k)),
+            Precision::Int8 if int8::supported() => {
+                Stored::Int8(int8::Panels::from_weight(w, n, k))
+            }
+            _ => return Self::pack(isa, w, n, k),
+        };
+        Self { n, k, isa, stored }
     }
 
     /// What the products of this weight multiply in.
     pub fn precision(&self) -> Precision {
-        if self.bf16.is_some() {
-            Precision::Bf16
-        } else if self.int8.is_some() {
-            Precision::Int8
-        } else {
-            Precision::F32
+        match self.stored {
+            Stored::F32(_) => Precision::F32,
+            Stored::Bf16(_) => Precision::Bf16,
+            Stored::Int8(_) => Precision::Int8,
         }
     }
 
@@ -126,28 +114,30 @@ impl PackedMatrix {
         if m == 0 || n == 0 {
             return;
         }
-        if let Some(panels) = &self.bf16 {
-            let finish = bf16::Finish {
-                bias,
-                epilogue: epi,
-                accumulate: false,
-            };
-            return bf16::product(&Rows::from_slice(x, m, k), panels, out, finish);
-        }
-        if let Some(panels) = &self.int8 {
-            let rows = int8::Rows::from_slice(x, m, k);
-            return int8::product(&rows, panels, bias, out, epi);
-        }
-        match self.isa {
+        match (&self.stored, self.isa) {
+            (Stored::Bf16(panels), _) => {
+                let finish = bf16::Finish {
+                    bias,
+                    epilogue: epi,
+                    accumulate: false,
+                };
+                bf16::product(&Rows::from_slice(x, m, k), panels, out, finish)
+            }
+            (Stored::Int8(panels), _) => {
+                int8::product(&int8::Rows::from_slice(x, m, k), panels, bias, out, epi)
+            }
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => self.linear_avx2(x, bias, out, m, epi),
-            _ => crate::linear::linear(Isa::Portable, x, &self.data, bias, out, m, k, n, epi),
+            (Stored::F32(data), Isa::Avx2Fma) => self.linear_avx2(data, x, bias, out, m, epi),
+            (Stored::F32(data), _) => {
+                crate::linear::linear(Isa::Portable, x, data, bias, out, m, k, n, epi)
+            }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     fn linear_avx2(
         &self,
+        panels: &[f32],
         x: &[f32],
         bias: Option<&[f32]>,
         out: &mut [f32],
@@ -171,7 +161,7 @@ impl PackedMatrix {
             .for_each(|(ob, xb)| {
                 let mb = xb.len() / k.max(1);
                 for panel in 0..n.div_ceil(NR) {
-                    let w = &self.data[panel * k * NR..(panel + 1) * k * NR];
+                    let w = &panels[panel * k * NR..(panel + 1) * k * NR];
                     let j0 = panel * NR;
                     let width = NR.min(n - j0);
                     let mut r = 0;

@@ -60,7 +60,7 @@ proptest! {
         let epi = if gelu { Epilogue::Gelu } else { Epilogue::None };
         let panels = Panels::from_weight(&w, n, k);
         // Every path with its own quantiser, and the first with the plain one: all the same bits.
-        let mut runs: Vec<(Path, Option<Path>)> = int8::paths().into_iter().map(|p| (p, Some(p))).collect();
+        let mut runs: Vec<(Path, Option<Path>)> = int8::paths().iter().map(|&p| (p, Some(p))).collect();
         runs.push((int8::paths()[0], None));
         let mut outs = Vec::new();
         for (path, quantiser) in runs {
@@ -130,7 +130,7 @@ fn an_all_zero_row_gives_the_bias_on_every_path() {
     let w = values(n * k, 4, 1.0);
     let bias = values(n, 5, 1.0);
     let panels = Panels::from_weight(&w, n, k);
-    for path in int8::paths() {
+    for &path in int8::paths() {
         let mut out = vec![f32::NAN; m * n];
         let rows = Rows::from_slice_for(Some(path), &x, m, k);
         int8::product_on(path, &rows, &panels, Some(&bias), &mut out, Epilogue::None);
