@@ -160,6 +160,13 @@ fn data_section(recipe: &Recipe) -> Result<String> {
     let mut s = String::new();
     writeln!(s, "## Data\n")?;
     writeln!(s, "- train: `{}`", recipe.data.train.display())?;
+    for extra in &recipe.data.extra_train {
+        writeln!(
+            s,
+            "- also trained on (never carved for dev): `{}`",
+            extra.display()
+        )?;
+    }
     if recipe.data.pack_sentences {
         writeln!(
             s,

@@ -61,6 +61,12 @@ fn default_seed() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     pub train: PathBuf,
+    /// More CoNLL training files, appended whole after dev is carved from `train` (they are
+    /// never carved from, so dev stays the same split with or without them): pseudo-labelled
+    /// text for self-training (`scripts/ner_pseudo_labels.py`), or other labelled data.
+    /// Token classification only.
+    #[serde(default)]
+    pub extra_train: Vec<PathBuf>,
     /// A dev file; without one, `dev_fraction` of the training examples (seeded) are held out.
     #[serde(default)]
     pub dev: Option<PathBuf>,
@@ -434,6 +440,9 @@ impl Recipe {
             && self.task != Task::TokenClassification
         {
             bail!("data.pack_sentences and data.dev_block are for token classification (CoNLL sentences)");
+        }
+        if !self.data.extra_train.is_empty() && self.task != Task::TokenClassification {
+            bail!("data.extra_train is for token classification (CoNLL files); for classification, join the rows into data.train");
         }
         if self.data.dev_block == Some(0) {
             bail!("data.dev_block must be at least 1 sentence");

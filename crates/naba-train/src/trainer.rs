@@ -528,7 +528,12 @@ fn load_splits(
             if let Some(n) = d.limit_train {
                 train_idx.truncate(n);
             }
-            let train_sents = pack(&train_all, &train_idx)?;
+            let mut train_sents = pack(&train_all, &train_idx)?;
+            for extra in &d.extra_train {
+                let more = data::read_conll_sentences(extra)?;
+                let all: Vec<usize> = (0..more.len()).collect();
+                train_sents.extend(pack(&more, &all)?);
+            }
             let train_refs: Vec<&naba_eval::NerSentence> = train_sents.iter().collect();
             let dev_refs: Vec<&naba_eval::NerSentence> = dev_sents.iter().collect();
             let la = recipe.model.label_all_subwords;

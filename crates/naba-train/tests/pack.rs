@@ -113,3 +113,76 @@ save_every = 0
         .to_string();
     assert!(err.contains("dev_block"), "{err}");
 }
+
+#[test]
+fn extra_training_files_are_appended_after_the_dev_carve() {
+    let conll = fixture_conll();
+    let text = |extra: &str| {
+        format!(
+            r#"name = "tiny-extra"
+task = "token-classification"
+base = "{}"
+seed = 7
+[data]
+train = "{}"
+{extra}
+dev_fraction = 0.25
+labels = ["O", "B-PERS", "I-PERS", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+max_length = 40
+[model]
+train_layers = 1
+parts_dtype = "f32"
+[optim]
+epochs = 1
+batch_size = 2
+lr_head = 0.01
+lr_encoder = 0.003
+patience = 0
+save_every = 0
+"#,
+            fixture_model().display(),
+            conll.display()
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |recipe: &str, dir: &str| {
+        let r: Recipe = toml::from_str(recipe).unwrap();
+        r.validate().unwrap();
+        train(&r, &opts(&tmp.path().join(dir))).unwrap()
+    };
+    let plain = run(&text(""), "plain");
+    let with = run(
+        &text(&format!(
+            "extra_train = [{:?}]",
+            conll.display().to_string()
+        )),
+        "extra",
+    );
+    // The whole extra file trains: the fixture again, so more steps than its carved 75%.
+    let n = read_conll_sentences(&conll).unwrap().len();
+    assert!(
+        with.step >= plain.step + n / 2 - 1,
+        "{} steps with the extra file, {} without ({n} sentences, batch 2)",
+        with.step,
+        plain.step
+    );
+    let card = std::fs::read_to_string(tmp.path().join("extra/README.md")).unwrap();
+    assert!(card.contains("also trained on"), "{card}");
+
+    // A missing file is named; classification recipes refuse the option.
+    let missing = text("extra_train = [\"no/such/pseudo.txt\"]");
+    let r: Recipe = toml::from_str(&missing).unwrap();
+    let err = format!(
+        "{:#}",
+        train(&r, &opts(&tmp.path().join("missing"))).unwrap_err()
+    );
+    assert!(err.contains("no/such/pseudo.txt"), "{err}");
+    let err = toml::from_str::<Recipe>(
+        &missing.replace("token-classification", "sequence-classification"),
+    )
+    .unwrap()
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("extra_train"), "{err}");
+}
