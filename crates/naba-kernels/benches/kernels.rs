@@ -144,16 +144,16 @@ fn block_products(c: &mut Criterion) {
                 b.iter(|| packed.linear(&x, None, &mut out, m, Epilogue::None))
             });
         }
-        // The 256-bit path of CPUs without AVX-512, where this one has both.
-        let narrow = naba_kernels::int8::Path::AvxVnni;
-        if naba_kernels::int8::paths()[1..].contains(&narrow) {
-            let panels = naba_kernels::int8::Panels::from_weight(&w, n, k);
-            g.bench_function(BenchmarkId::new("int8-avx-vnni", name), |b| {
+        // The slower paths of CPUs without AVX-512 (or without VNNI), where this one has more.
+        for &path in naba_kernels::int8::paths().iter().skip(1) {
+            let panels = naba_kernels::int8::Panels::for_path(path, &w, n, k);
+            let id = BenchmarkId::new(format!("int8-{}", path.name()), name);
+            g.bench_function(id, |b| {
                 let mut out = vec![0f32; m * n];
                 b.iter(|| {
-                    let rows = naba_kernels::int8::Rows::from_slice_for(Some(narrow), &x, m, k);
+                    let rows = naba_kernels::int8::Rows::from_slice_for(Some(path), &x, m, k);
                     naba_kernels::int8::product_on(
-                        narrow,
+                        path,
                         &rows,
                         &panels,
                         None,

@@ -1,9 +1,14 @@
-//! Matrix products in int8 with int32 sums, for CPUs with AVX512-VNNI: inference only.
+//! Matrix products in int8 with int32 sums: inference only.
 //!
 //! `vpdpbusd` adds, in each of its int32 lanes, four products of an unsigned byte and a signed
 //! byte: four times the multiply-adds of an f32 FMA per instruction. Two encodings exist, and
 //! each has a path ([`Path`]): AVX512-VNNI (a 12×32 tile in 512-bit registers) and AVX-VNNI,
-//! the 256-bit one of CPUs without AVX-512 (a 6×16 tile over each half of a panel). So operands are
+//! the 256-bit one of CPUs without AVX-512 (a 6×16 tile over each half of a panel). CPUs with
+//! neither (AVX2 only) get the same sums from `vpmaddubsw` then `vpmaddwd`, two instructions
+//! instead of one, which still multiply twice the pairs of an f32 FMA on cores that run two
+//! of each a cycle (AMD Zen 3). `vpmaddubsw` adds its two products in a saturating int16, so
+//! that path's weights keep to -63..=63 (`2 · 255 · 63` fits; `2 · 255 · 127` does not), one
+//! bit fewer than the others' ([`Path::weight_limit`]). So operands are
 //! quantised and stored as *quads* along the summed dimension `k`, four bytes per `u32`:
 //! - the weight once, at load, symmetric per output feature (`w ≈ scale_j · q`, `q` in
 //!   -127..=127), as panels of 32 columns like [`crate::bf16`]'s, with each column's sum of
@@ -32,6 +37,9 @@ pub enum Path {
     Avx512Vnni,
     /// AVX-VNNI, the 256-bit encoding (with AVX2): a 6×16 tile over each half of a panel.
     AvxVnni,
+    /// AVX2 alone: `vpmaddubsw` + `vpmaddwd` in a 4×16 tile over each half of a panel, with
+    /// 7-bit weights.
+    Avx2,
 }
 
 impl Path {
@@ -39,12 +47,24 @@ impl Path {
         match self {
             Path::Avx512Vnni => "avx512-vnni",
             Path::AvxVnni => "avx-vnni",
+            Path::Avx2 => "avx2",
+        }
+    }
+
+    /// The largest weight magnitude this path sums without overflow: 127, or 63 on
+    /// [`Path::Avx2`], whose pairs of products meet in an int16.
+    pub fn weight_limit(self) -> i8 {
+        match self {
+            Path::Avx512Vnni | Path::AvxVnni => 127,
+            Path::Avx2 => 63,
         }
     }
 }
 
 /// Every int8 path this CPU can run, fastest first; tests run each. Each also needs AVX2+FMA,
 /// for the GELU epilogue. Detected once: every linear layer asks, on every call.
+/// `NABA_INT8=no-avx2` leaves out [`Path::Avx2`], so that a CPU with only AVX2 runs f32
+/// products again (for comparing the two in one build).
 pub fn paths() -> &'static [Path] {
     static PATHS: std::sync::OnceLock<Vec<Path>> = std::sync::OnceLock::new();
     PATHS.get_or_init(|| {
@@ -59,13 +79,16 @@ pub fn paths() -> &'static [Path] {
                 if has!("avxvnni") {
                     out.push(Path::AvxVnni);
                 }
+                if std::env::var("NABA_INT8").as_deref() != Ok("no-avx2") {
+                    out.push(Path::Avx2);
+                }
             }
         }
         out
     })
 }
 
-/// Whether this CPU has an int8 dot product the kernel uses.
+/// Whether this CPU has an int8 product the kernel uses.
 pub fn supported() -> bool {
     !paths().is_empty()
 }
@@ -73,16 +96,22 @@ pub fn supported() -> bool {
 /// `xs` as symmetric int8 (`x ≈ scale · q`, `q` in -127..=127, rounded to nearest even) and its
 /// scale. An all-zero (or empty) row has scale 0 and all `q` 0.
 pub fn quantize(xs: &[f32]) -> (Vec<i8>, f32) {
+    quantize_to(xs, 127)
+}
+
+/// [`quantize`] onto `-limit..=limit` (the weights of a path, [`Path::weight_limit`]).
+pub fn quantize_to(xs: &[f32], limit: i8) -> (Vec<i8>, f32) {
     let amax = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
     if amax == 0.0 || !amax.is_finite() {
         return (vec![0; xs.len()], if amax.is_finite() { 0.0 } else { amax });
     }
-    let inv = 127.0 / amax;
+    let l = f32::from(limit);
+    let inv = l / amax;
     let q = xs
         .iter()
-        .map(|&x| (x * inv).round_ties_even().clamp(-127.0, 127.0) as i8)
+        .map(|&x| (x * inv).round_ties_even().clamp(-l, l) as i8)
         .collect();
-    (q, amax / 127.0)
+    (q, amax / l)
 }
 
 /// [`quantize`] of `row`, shifted by 128, as quads into `dst`; returns the scale.
@@ -138,6 +167,8 @@ fn quad(q: &[i8], at: usize, shift: bool) -> u32 {
 pub struct Panels {
     n: usize,
     k: usize,
+    /// The largest `|q|`: any path whose [`Path::weight_limit`] is at least this runs them.
+    limit: i8,
     data: Arc<[u32]>,
     /// Per column (padded to whole panels): the weight's scale, and `128 · Σ_k q`.
     scale: Arc<[f32]>,
@@ -145,13 +176,30 @@ pub struct Panels {
 }
 
 impl Panels {
+    /// Quantised for the fastest path this CPU has (see [`Panels::for_path`]).
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
+        let limit = paths().first().map_or(127, |p| p.weight_limit());
+        Self::with_limit(w, n, k, limit)
+    }
+
+    /// Quantised onto `path`'s [`Path::weight_limit`]: panels for [`Path::Avx2`] run on every
+    /// path, the others' on the VNNI paths only.
+    pub fn for_path(path: Path, w: &[f32], n: usize, k: usize) -> Self {
+        Self::with_limit(w, n, k, path.weight_limit())
+    }
+
+    /// The largest weight magnitude of these panels, which [`quantize_to`] reproduces.
+    pub fn limit(&self) -> i8 {
+        self.limit
+    }
+
+    fn with_limit(w: &[f32], n: usize, k: usize, limit: i8) -> Self {
         assert_eq!(w.len(), n * k, "int8 panels: weight is not [{n}, {k}]");
         let kq = k.div_ceil(4);
         let panels = n.div_ceil(NR);
         let rows: Vec<(Vec<i8>, f32)> = (0..n)
             .into_par_iter()
-            .map(|j| quantize(&w[j * k..(j + 1) * k]))
+            .map(|j| quantize_to(&w[j * k..(j + 1) * k], limit))
             .collect();
         let mut data = vec![0u32; panels * kq * NR];
         let mut scale = vec![0f32; panels * NR];
@@ -167,6 +215,7 @@ impl Panels {
         Self {
             n,
             k,
+            limit,
             data: data.into(),
             scale: scale.into(),
             offset: offset.into(),
@@ -219,7 +268,7 @@ impl Rows {
                             *s = unsafe { avx512::quantize_row(row, d) };
                             return;
                         }
-                        Some(Path::AvxVnni) => {
+                        Some(Path::AvxVnni | Path::Avx2) => {
                             *s = unsafe { avx_vnni::quantize_row(row, d) };
                             return;
                         }
@@ -262,6 +311,12 @@ pub fn product_on(
         "int8 product: this CPU cannot run the {} path",
         path.name()
     );
+    assert!(
+        b.limit <= path.weight_limit(),
+        "int8 product: weights quantised to ±{} overflow the {} path",
+        b.limit,
+        path.name()
+    );
     assert!(a.kq > 0, "int8 product: an empty sum (k = 0)");
     if m == 0 || n == 0 {
         return;
@@ -274,6 +329,7 @@ pub fn product_on(
     let mr_max = match path {
         Path::Avx512Vnni => MR,
         Path::AvxVnni => avx_vnni::MR,
+        Path::Avx2 => avx2::MR,
     };
     let rows = crate::row_block(m, 4 * a.kq, 48 * 1024, mr_max);
     #[cfg(target_arch = "x86_64")]
@@ -306,12 +362,31 @@ pub fn product_on(
                             Path::AvxVnni => {
                                 avx_vnni::tile(a_rows, scales, a.kq, panel, &cols, dst, epilogue)
                             }
+                            Path::Avx2 => {
+                                avx2::tile(a_rows, scales, a.kq, panel, &cols, dst, epilogue)
+                            }
                         }
                     }
                     r += mr;
                 }
             }
         });
+}
+
+/// The end of the 256-bit tiles' epilogue, on rows already scaled and biased: GELU where
+/// asked, then the row's `width` columns out.
+fn finish(
+    rows: &mut [[f32; NR]],
+    (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
+    epilogue: Epilogue,
+) {
+    for (i, row) in rows.iter_mut().enumerate() {
+        if epilogue == Epilogue::Gelu {
+            // paths() checked AVX2+FMA for every path, which the GELU kernel needs.
+            crate::math::gelu_inplace(crate::Isa::Avx2Fma, row);
+        }
+        out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
+    }
 }
 
 /// What the epilogue needs of one panel's 32 columns.
@@ -362,7 +437,6 @@ mod avx512 {
             _mm_storeu_si128(bytes.add(i).cast(), b);
             i += 16;
         }
-        // The vector stores above went through `bytes`; no reference to `dst` is alive.
         // The vector stores above went through `bytes`; no reference into `dst` is alive.
         super::quantize_tail(
             row,
@@ -440,7 +514,7 @@ mod avx_vnni {
     pub(super) const MR: usize = 6;
 
     /// [`super::quantize`] of `row` with AVX2, the same bytes as the plain version (see the
-    /// AVX-512 one).
+    /// AVX-512 one). [`super::Path::Avx2`] quantises its rows here too.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn quantize_row(row: &[f32], dst: &mut [u32]) -> f32 {
         assert!(dst.len() == row.len().div_ceil(4));
@@ -486,7 +560,6 @@ mod avx_vnni {
             _mm256_storeu_si256(bytes.add(i).cast(), ordered);
             i += 32;
         }
-        // The vector stores above went through `bytes`; no reference to `dst` is alive.
         // The vector stores above went through `bytes`; no reference into `dst` is alive.
         super::quantize_tail(
             row,
@@ -514,7 +587,7 @@ mod avx_vnni {
         let ap = a.as_ptr();
         let wp = panel.as_ptr();
         let rows: [*const u32; MR] = std::array::from_fn(|i| ap.add(i.min(mr - 1) * kq));
-        let mut sums = [[0i32; NR]; MR];
+        let mut done = [[0f32; NR]; MR];
         for half in 0..2 {
             let mut acc = [[_mm256_setzero_si256(); 2]; MR];
             for q in 0..kq {
@@ -526,24 +599,85 @@ mod avx_vnni {
                     acc[i][1] = _mm256_dpbusd_avx_epi32(acc[i][1], x, b1);
                 }
             }
-            for (sum, acc) in sums.iter_mut().zip(&acc) {
-                for (h, v) in acc.iter().enumerate() {
-                    let at = sum.as_mut_ptr().add(16 * half + 8 * h);
-                    _mm256_storeu_si256(at.cast(), *v);
-                }
+            for i in 0..mr {
+                super::avx2::scale_half(&acc[i], row_scale[i], cols, half, &mut done[i]);
             }
         }
-        for (i, sum) in sums.iter().enumerate().take(mr) {
-            let mut row = [0f32; NR];
-            for (c, r) in row.iter_mut().enumerate() {
-                let exact = (sum[c] - cols.offset[c]) as f32;
-                *r = exact.mul_add(row_scale[i] * cols.scale[c], cols.bias[c]);
+        super::finish(&mut done[..mr], (out, ldo, j0, width), epilogue);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Columns, NR};
+    use crate::linear::Epilogue;
+    use std::arch::x86_64::*;
+
+    /// Rows per tile: 4 rows × 2 registers of accumulators, 2 of weights, the broadcast, the
+    /// ones of `vpmaddwd` and the products in flight fit the sixteen 256-bit registers.
+    pub(super) const MR: usize = 4;
+
+    /// One `mr × 32` tile (mr ≤ 4) as two `mr × 16` passes over the panel's halves. Each quad
+    /// of an unsigned activation and signed weight bytes goes through `vpmaddubsw` (pairs, in
+    /// int16: exact while weights keep to ±63) and `vpmaddwd` by ones (the two pairs, in
+    /// int32): the sum `vpdpbusd` makes in one instruction.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile(
+        a: &[u32],
+        row_scale: &[f32],
+        kq: usize,
+        panel: &[u32],
+        cols: &Columns<'_>,
+        (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
+        epilogue: Epilogue,
+    ) {
+        let mr = row_scale.len();
+        super::check_tile((a, row_scale, kq, panel), cols, (&*out, ldo, j0, width), MR);
+        let ap = a.as_ptr();
+        let wp = panel.as_ptr();
+        let rows: [*const u32; MR] = std::array::from_fn(|i| ap.add(i.min(mr - 1) * kq));
+        let ones = _mm256_set1_epi16(1);
+        let mut done = [[0f32; NR]; MR];
+        for half in 0..2 {
+            let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+            for q in 0..kq {
+                let b0 = _mm256_loadu_si256(wp.add(q * NR + 16 * half).cast());
+                let b1 = _mm256_loadu_si256(wp.add(q * NR + 16 * half + 8).cast());
+                for i in 0..MR {
+                    let x = _mm256_set1_epi32(*rows[i].add(q) as i32);
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b0), ones);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(x, b1), ones);
+                    acc[i][0] = _mm256_add_epi32(acc[i][0], p0);
+                    acc[i][1] = _mm256_add_epi32(acc[i][1], p1);
+                }
             }
-            if epilogue == Epilogue::Gelu {
-                // paths() checked AVX2+FMA as well, which the GELU kernel needs.
-                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
+            for i in 0..mr {
+                scale_half(&acc[i], row_scale[i], cols, half, &mut done[i]);
             }
-            out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
+        }
+        super::finish(&mut done[..mr], (out, ldo, j0, width), epilogue);
+    }
+
+    /// Half a row of sums (16 columns from `16 · half`) into `row`:
+    /// `(sum − offset_j) · scale_i · scale_j + bias_j`, eight columns at a time. At k = 384
+    /// the tile spends about as long on each output's sum as a scalar loop would here.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scale_half(
+        acc: &[__m256i; 2],
+        row_scale: f32,
+        cols: &Columns<'_>,
+        half: usize,
+        row: &mut [f32; NR],
+    ) {
+        let sa = _mm256_set1_ps(row_scale);
+        for (h, v) in acc.iter().enumerate() {
+            let c = 16 * half + 8 * h;
+            let off = _mm256_loadu_si256(cols.offset[c..c + 8].as_ptr().cast());
+            let sw = _mm256_loadu_ps(cols.scale[c..c + 8].as_ptr());
+            let bias = _mm256_loadu_ps(cols.bias[c..c + 8].as_ptr());
+            let exact = _mm256_cvtepi32_ps(_mm256_sub_epi32(*v, off));
+            let y = _mm256_fmadd_ps(exact, _mm256_mul_ps(sa, sw), bias);
+            _mm256_storeu_ps(row[c..c + 8].as_mut_ptr(), y);
         }
     }
 }
