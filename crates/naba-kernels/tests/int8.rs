@@ -42,6 +42,13 @@ fn quantize_is_symmetric_and_round_trips_within_half_a_step() {
     }
     assert_eq!(int8::quantize(&[0.0, 0.0]), (vec![0, 0], 0.0));
     assert_eq!(int8::quantize(&[]), (vec![], 0.0));
+    // Ties go to even, as the vector quantisers' `vcvtps2dq` rounds.
+    let halves: Vec<f32> = [-2.5f32, -1.5, -0.5, 0.5, 1.5, 2.5, 126.5, -126.5, 127.0]
+        .iter()
+        .map(|v| v / 127.0)
+        .collect();
+    let (q, _) = int8::quantize(&halves);
+    assert_eq!(q, [-2, -2, 0, 0, 2, 2, 126, -126, 127]);
     let (q, s) = int8::quantize_to(&xs, 63);
     assert_eq!(s, amax / 63.0);
     assert_eq!(q.iter().map(|v| v.abs()).max(), Some(63));
