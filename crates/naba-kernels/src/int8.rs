@@ -63,8 +63,6 @@ impl Path {
 
 /// Every int8 path this CPU can run, fastest first; tests run each. Each also needs AVX2+FMA,
 /// for the GELU epilogue. Detected once: every linear layer asks, on every call.
-/// `NABA_INT8=no-avx2` leaves out [`Path::Avx2`], so that a CPU with only AVX2 runs f32
-/// products again (for comparing the two in one build).
 pub fn paths() -> &'static [Path] {
     static PATHS: std::sync::OnceLock<Vec<Path>> = std::sync::OnceLock::new();
     PATHS.get_or_init(|| {
@@ -79,9 +77,7 @@ pub fn paths() -> &'static [Path] {
                 if has!("avxvnni") {
                     out.push(Path::AvxVnni);
                 }
-                if std::env::var("NABA_INT8").as_deref() != Ok("no-avx2") {
-                    out.push(Path::Avx2);
-                }
+                out.push(Path::Avx2);
             }
         }
         out

@@ -8,8 +8,8 @@
 //! one is plain candle ops over the padded batch; it runs on GPUs, in half precision, on
 //! 4-bit weights (unless they are expanded on load), and whenever `NABA_ENGINE=reference` asks
 //! for it, and tests hold the fast one to it. The fast engine's matrix products multiply in
-//! int8 or bf16 where the CPU has AVX512-VNNI or AVX512-BF16 (norms, softmax and GELU stay f32),
-//! unless the load options ask for f32.
+//! int8 on CPUs with AVX2 (VNNI where the CPU has it), else f32 (norms, softmax and GELU stay
+//! f32), unless the load options ask for f32 or bf16.
 
 use crate::config::{Activation, Architecture, ModelConfig};
 use crate::error::Result;

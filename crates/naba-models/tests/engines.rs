@@ -76,12 +76,14 @@ fn bf16_products_stay_near_the_reference() {
 fn int8_products_stay_near_the_reference() {
     // int8 keeps 8 bits of each row and weight column, scaled to its largest value; on these
     // fixtures hidden states and logits stay within half a unit (0.31 seen), far closer than
-    // a wrong product would.
-    if !naba_kernels::int8::supported() {
-        eprintln!("this CPU has no AVX512-VNNI: int8 products are not run");
+    // a wrong product would. The AVX2 path keeps 7 bits of each weight column, which doubles
+    // the weights' share of the error (0.57 seen in the logits, 0.09 in hidden states): a unit.
+    let Some(path) = naba_kernels::int8::paths().first() else {
+        eprintln!("this CPU has no AVX2: int8 products are not run");
         return;
-    }
-    compare_engines(Precision::Int8, 0.5);
+    };
+    let tol = if path.weight_limit() < 127 { 1.0 } else { 0.5 };
+    compare_engines(Precision::Int8, tol);
 }
 
 /// The fast engine (products in `precision`) against the reference, hidden states and logits
@@ -137,7 +139,17 @@ fn compare_engines(precision: Precision, tol: f32) {
             }
             worst
         };
-        assert!(d < tol, "{name}: logits differ by {d}");
+        let scale = lr
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            d < tol,
+            "{name}: logits differ by {d} (largest |logit| {scale})"
+        );
     }
 }
 

@@ -260,8 +260,8 @@ pub struct ModelInfo {
     /// averaged with the encoder's probabilities, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lexical_mix: Option<f32>,
-    /// What the encoder's matrix products multiply in: `int8` (AVX512-VNNI), `bf16`
-    /// (AVX512-BF16) or `f32`; absent on the reference engine (GPU, 4-bit weights).
+    /// What the encoder's matrix products multiply in: `int8` (AVX512-VNNI, AVX-VNNI or AVX2),
+    /// `bf16` (AVX512-BF16) or `f32`; absent on the reference engine (GPU, 4-bit weights).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub products: Option<String>,
     /// Metrics as the model card states them (free-form).
