@@ -61,9 +61,9 @@ pub enum Precision {
 impl Precision {
     /// The fastest products this CPU has (`NABA_PRECISION=auto`, the default): int8 with
     /// AVX2 (through VNNI where the CPU has it), else bf16 with AVX512-BF16, else f32.
-    /// `NABA_PRECISION=bf16`, `int8` or
-    /// `f32` asks for one (a CPU without the instructions gets the next one down, f32 at the
-    /// end, since emulating them would only be slower); `NABA_ISA=portable` means f32.
+    /// `NABA_PRECISION=bf16`, `int8` or `f32` asks for one (a CPU without the instructions
+    /// gets the next one down, f32 at the end, since emulating them would only be slower);
+    /// `NABA_ISA=portable` means f32.
     /// The order is the rule, the fastest path that loses at most 0.5 F1 points on
     /// every set of the evaluation suite against f32: int8 lost at most 0.39 on VNNI and 0.31
     /// on the AVX2 path (7-bit weights), bf16 0.14 (README, Speed).

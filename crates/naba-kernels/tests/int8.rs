@@ -81,7 +81,6 @@ fn panels_for(limit: i8, w: &[f32], n: usize, k: usize) -> Panels {
 
 /// The exact sum of row `i` of `x` and row `j` of `w` as the kernel quantises them, scaled, with
 /// the bound on its f32 rounding; GELU applied where asked.
-#[allow(clippy::too_many_arguments)]
 fn reference(
     x: &[f32],
     w: &[f32],
