@@ -15,8 +15,8 @@
 #    decoding, f32 products), reports under target/eval/dev-*.
 #
 # Each step is skipped when its output is already there, so an interrupted chain resumes at the
-# step it was in (a training step itself resumes only from its own checkpoint, with
-# `naba train --resume`). Takes about 75 min on a 2-core AVX512-BF16 EPYC; the teachers and the
+# step it was in; a training step cut off midway continues from its last saved state
+# (`naba train --resume`). Takes about 80 min on a 2-core AVX512-BF16 EPYC; the teachers and the
 # student are trained with bf16 products there, so another CPU gives other bits. The first teacher
 # is whatever `ner-anercorp` is installed: p1 while p1 ships.
 set -euo pipefail
@@ -41,8 +41,10 @@ train() { # OUT [extra naba train flags]
         say "skip: $out/model is there"
         return
     fi
-    say "train $out $*"
-    "$NABA" --threads "$THREADS" train --out "$out" "$@"
+    local resume=()
+    [ -f "$out/state.safetensors" ] && resume=(--resume)
+    say "train $out $* ${resume[*]}"
+    "$NABA" --threads "$THREADS" train --out "$out" "${resume[@]}" "$@"
 }
 
 train target/train/ner-e8 --recipe "$RECIPE" --epochs 8
@@ -59,7 +61,7 @@ fi
 
 # The student's recipe is the shipped one with the pseudo-labelled file added and 4 epochs; the
 # sed expressions must each match once, or the recipe changed and this chain needs a look.
-sed -e 's|^pack_sentences = true$|&\nextra_train = ["target/pseudo/ant-ner.txt"]|' \
+sed -e "s|^pack_sentences = true\$|&\\nextra_train = [\"$PSEUDO\"]|" \
     -e 's|^epochs = 5$|epochs = 4|' "$RECIPE" >"$STUDENT_RECIPE.tmp"
 if [ "$(diff "$RECIPE" "$STUDENT_RECIPE.tmp" | grep -c '^>')" != 2 ]; then
     echo "could not derive the student's recipe from $RECIPE (expected pack_sentences = true and epochs = 5)" >&2
