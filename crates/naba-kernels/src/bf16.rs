@@ -25,6 +25,41 @@ pub const NR: usize = 32;
 /// Rows per register tile.
 pub const MR: usize = 12;
 
+/// An instruction family the bf16 kernel has a path for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Intel AMX-BF16 tiles ([`crate::amx`]): a 32×32 block of sums in four tile registers,
+    /// with the AVX-512 epilogue. Where `k` is not a multiple of 32 it runs the AVX512-BF16
+    /// tile instead.
+    Amx,
+    /// AVX512-BF16: the 12×32 register tile of the module doc.
+    Avx512Bf16,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Amx => "amx-bf16",
+            Path::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+}
+
+/// Every bf16 path this CPU can run, fastest first (empty without AVX512-BF16); tests run each.
+pub fn paths() -> &'static [Path] {
+    static PATHS: std::sync::OnceLock<Vec<Path>> = std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let mut out = Vec::new();
+        if supported() {
+            if crate::amx::bf16_supported() {
+                out.push(Path::Amx);
+            }
+            out.push(Path::Avx512Bf16);
+        }
+        out
+    })
+}
+
 /// Whether this CPU multiplies bf16 natively (AVX512-BF16 with AVX512-F, and AVX2+FMA for the
 /// GELU epilogue).
 pub fn supported() -> bool {
@@ -175,11 +210,23 @@ pub struct Finish<'a> {
     pub accumulate: bool,
 }
 
-/// `out[m, n] (+)= a · b`, then bias and epilogue, with `out` row-major of row stride `n`.
+/// `out[m, n] (+)= a · b`, then bias and epilogue, with `out` row-major of row stride `n`, on
+/// the fastest path.
 ///
 /// # Panics
 /// When the CPU lacks AVX512-BF16 (check [`supported`]) or the shapes disagree.
 pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
+    let path = paths().first().copied();
+    let path =
+        path.expect("bf16 product on a CPU without AVX512-BF16: check bf16::supported() first");
+    product_on(path, a, b, out, finish);
+}
+
+/// [`product`] on a given path (tests compare every path this CPU has).
+///
+/// # Panics
+/// When the CPU cannot run `path` (see [`paths`]) or the shapes disagree.
+pub fn product_on(path: Path, a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
     let (m, n) = (a.m, b.n);
     assert_eq!(a.kq, b.k.div_ceil(2), "bf16 product: a and b differ in k");
     assert_eq!(out.len(), m * n, "bf16 product: out is not [{m}, {n}]");
@@ -187,8 +234,9 @@ pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
         assert_eq!(bias.len(), n, "bf16 product: bias is not [{n}]");
     }
     assert!(
-        supported(),
-        "bf16 product on a CPU without AVX512-BF16: check bf16::supported() first"
+        paths().contains(&path),
+        "bf16 product: this CPU cannot run the {} path",
+        path.name()
     );
     if m == 0 || n == 0 {
         return;
@@ -211,34 +259,43 @@ pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
     if let Some(bias) = finish.bias {
         bias_pad[..n].copy_from_slice(bias);
     }
-    let rows = crate::row_block(m, 4 * kq, 48 * 1024, MR);
+    // AMX sums whole 64-byte rows of k; other widths take the AVX-512 tile, which any CPU
+    // with AMX-BF16 has too.
+    let amx = path == Path::Amx && kq.is_multiple_of(crate::amx::KQ_STEP);
+    let mr_max = if amx { crate::amx::ROWS } else { MR };
+    let rows = crate::row_block(m, 4 * kq, 48 * 1024, mr_max);
     #[cfg(target_arch = "x86_64")]
     out.par_chunks_mut(rows * n)
         .zip(a.data.par_chunks(rows * kq.max(1)))
         .for_each(|(ob, ab)| {
             let mb = ob.len() / n;
+            let tiles = amx.then(crate::amx::Tiles::load);
+            let mut scratch = Vec::new();
             for p in 0..n.div_ceil(NR) {
                 let panel = &b.data[p * kq * NR..(p + 1) * kq * NR];
                 let j0 = p * NR;
                 let width = NR.min(n - j0);
                 let mut r = 0;
                 while r < mb {
-                    let mr = MR.min(mb - r);
-                    // SAFETY: supported() was asserted above; `tile` asserts that every
-                    // index it reaches lies inside its slices.
+                    let mr = mr_max.min(mb - r);
+                    let a_rows = &ab[r * kq..(r + mr) * kq];
+                    let bias = &bias_pad[j0..j0 + NR];
+                    let dst = (&mut ob[r * n..], n, j0, width);
+                    // SAFETY: the path was checked against this CPU above; the tiles assert
+                    // that every index they reach lies inside their slices.
                     unsafe {
-                        avx512::tile(
-                            &ab[r * kq..(r + mr) * kq],
-                            kq,
-                            mr,
-                            panel,
-                            &bias_pad[j0..j0 + NR],
-                            &mut ob[r * n..],
-                            n,
-                            j0,
-                            width,
-                            finish,
-                        )
+                        match &tiles {
+                            Some(t) => amx::tile(
+                                t,
+                                (a_rows, kq, mr),
+                                &mut scratch,
+                                panel,
+                                bias,
+                                dst,
+                                finish,
+                            ),
+                            None => avx512::tile(a_rows, kq, mr, panel, bias, dst, finish),
+                        }
                     }
                     r += mr;
                 }
@@ -246,10 +303,75 @@ pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
         });
 }
 
+/// The end of both tiles: bias, what the output held where asked, GELU, then `width` columns
+/// out. `row` holds the sums.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn finish_row(row: &mut [f32; NR], bias: &[f32], dst: &mut [f32], finish: Finish<'_>) {
+    use std::arch::x86_64::*;
+    for h in 0..2 {
+        let v = _mm512_add_ps(
+            _mm512_loadu_ps(row.as_ptr().add(16 * h)),
+            _mm512_loadu_ps(bias.as_ptr().add(16 * h)),
+        );
+        _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), v);
+    }
+    if finish.accumulate {
+        for (r, d) in row.iter_mut().zip(dst.iter()) {
+            *r += *d;
+        }
+    }
+    if finish.epilogue == Epilogue::Gelu {
+        // supported() checked AVX2+FMA as well, which the GELU kernel needs.
+        crate::math::gelu_inplace(crate::Isa::Avx2Fma, row);
+    }
+    let width = dst.len();
+    dst.copy_from_slice(&row[..width]);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::{Finish, NR};
+    use crate::amx::{Tiles, ROWS};
+
+    /// One `mr × 32` tile (mr ≤ 32): the block's sums from the AMX tiles, then the AVX-512
+    /// tile's epilogue. A block of fewer than 32 rows is copied into `scratch` first, since
+    /// the tiles always read 32.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn tile(
+        tiles: &Tiles,
+        (a, kq, mr): (&[u32], usize, usize),
+        scratch: &mut Vec<u32>,
+        panel: &[u32],
+        bias: &[f32],
+        (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
+        finish: Finish<'_>,
+    ) {
+        assert!((1..=ROWS).contains(&mr) && (1..=NR).contains(&width));
+        assert!(a.len() == mr * kq && panel.len() == kq * NR && bias.len() == NR);
+        assert!((mr - 1) * ldo + j0 + width <= out.len());
+        let a = if mr < ROWS {
+            scratch.clear();
+            scratch.extend_from_slice(a);
+            scratch.resize(ROWS * kq, 0);
+            &scratch[..]
+        } else {
+            a
+        };
+        let mut sums = [0f32; ROWS * NR];
+        tiles.bf16_sums(a, kq, panel, &mut sums);
+        for (i, block) in sums.chunks_exact(NR).take(mr).enumerate() {
+            let mut row = [0f32; NR];
+            row.copy_from_slice(block);
+            let dst = &mut out[i * ldo + j0..i * ldo + j0 + width];
+            super::finish_row(&mut row, bias, dst, finish);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Finish, MR, NR};
-    use crate::linear::Epilogue;
     use std::arch::x86_64::*;
 
     /// `src` (even length) rounded to bf16 pairs in `dst`.
@@ -276,7 +398,6 @@ mod avx512 {
 
     /// One `mr × 32` tile: `out[i, j0 + c] (+)= Σ_q a[i, q] · panel[q, c]`, then bias and
     /// epilogue, for `i < mr`, `c < width`; `out` row `i` starts at `i · ldo`.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
     pub(super) unsafe fn tile(
         a: &[u32],
@@ -284,10 +405,7 @@ mod avx512 {
         mr: usize,
         panel: &[u32],
         bias: &[f32],
-        out: &mut [f32],
-        ldo: usize,
-        j0: usize,
-        width: usize,
+        (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
         finish: Finish<'_>,
     ) {
         assert!((1..=MR).contains(&mr) && (1..=NR).contains(&width));
@@ -307,26 +425,13 @@ mod avx512 {
                 acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
             }
         }
-        let bv = [
-            _mm512_loadu_ps(bias.as_ptr()),
-            _mm512_loadu_ps(bias.as_ptr().add(16)),
-        ];
         for (i, acc) in acc.iter().enumerate().take(mr) {
             let mut row = [0f32; NR];
-            for h in 0..2 {
-                _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), _mm512_add_ps(acc[h], bv[h]));
+            for (h, v) in acc.iter().enumerate() {
+                _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), *v);
             }
             let dst = &mut out[i * ldo + j0..i * ldo + j0 + width];
-            if finish.accumulate {
-                for (r, d) in row.iter_mut().zip(dst.iter()) {
-                    *r += *d;
-                }
-            }
-            if finish.epilogue == Epilogue::Gelu {
-                // supported() checked AVX2+FMA as well, which the GELU kernel needs.
-                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
-            }
-            dst.copy_from_slice(&row[..width]);
+            super::finish_row(&mut row, bias, dst, finish);
         }
     }
 }
@@ -374,15 +479,22 @@ pub fn matmul(
         k * n,
         "bf16 matmul: b does not hold {k}×{n} values"
     );
-    let rows = if a_t {
-        Rows::from_fn(m, k, |i, kk| a[kk * m + i])
-    } else {
-        Rows::from_slice(a, m, k)
+    // AMX sums k 32 at a time. A k that is not a multiple (the tokens of a batch, in a
+    // weight's gradient) is padded with zeros, which add nothing, so the product still runs
+    // on the tiles rather than the slower register tile.
+    let kp = match paths().first() {
+        Some(Path::Amx) => k.next_multiple_of(2 * crate::amx::KQ_STEP),
+        _ => k,
     };
-    let panels = if b_t {
-        Panels::from_weight(b, n, k)
-    } else {
-        Panels::from_fn(k, n, |kk, j| b[kk * n + j])
+    let rows = match (a_t, kp == k) {
+        (false, true) => Rows::from_slice(a, m, k),
+        (false, false) => Rows::from_fn(m, kp, |i, kk| if kk < k { a[i * k + kk] } else { 0.0 }),
+        (true, _) => Rows::from_fn(m, kp, |i, kk| if kk < k { a[kk * m + i] } else { 0.0 }),
+    };
+    let panels = match (b_t, kp == k) {
+        (true, true) => Panels::from_weight(b, n, k),
+        (true, false) => Panels::from_fn(kp, n, |kk, j| if kk < k { b[j * k + kk] } else { 0.0 }),
+        (false, _) => Panels::from_fn(kp, n, |kk, j| if kk < k { b[kk * n + j] } else { 0.0 }),
     };
     let finish = Finish {
         bias: None,

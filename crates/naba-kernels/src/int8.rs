@@ -33,6 +33,10 @@ pub const MR: usize = 12;
 /// An instruction family the int8 kernel has a path for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
+    /// Intel AMX-INT8 tiles ([`crate::amx`]): a 32×32 block of sums in four tile registers,
+    /// with the AVX-512 epilogue. Where `k` is not a multiple of 64 it runs the AVX512-VNNI
+    /// tile instead (the encoder's 384 and 1536 are).
+    Amx,
     /// AVX512-VNNI (with AVX512-F/BW): a 12×32 tile.
     Avx512Vnni,
     /// AVX-VNNI, the 256-bit encoding (with AVX2): a 6×16 tile over each half of a panel.
@@ -45,6 +49,7 @@ pub enum Path {
 impl Path {
     pub fn name(self) -> &'static str {
         match self {
+            Path::Amx => "amx-int8",
             Path::Avx512Vnni => "avx512-vnni",
             Path::AvxVnni => "avx-vnni",
             Path::Avx2 => "avx2",
@@ -55,7 +60,7 @@ impl Path {
     /// [`Path::Avx2`], whose pairs of products meet in an int16.
     pub fn weight_limit(self) -> i8 {
         match self {
-            Path::Avx512Vnni | Path::AvxVnni => 127,
+            Path::Amx | Path::Avx512Vnni | Path::AvxVnni => 127,
             Path::Avx2 => 63,
         }
     }
@@ -72,6 +77,9 @@ pub fn paths() -> &'static [Path] {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx2") && has!("fma") {
                 if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                    if crate::amx::int8_supported() {
+                        out.push(Path::Amx);
+                    }
                     out.push(Path::Avx512Vnni);
                 }
                 if has!("avxvnni") {
@@ -269,7 +277,7 @@ impl Rows {
                     // AVX2); d holds ceil(k / 4) quads.
                     #[cfg(target_arch = "x86_64")]
                     match path {
-                        Some(Path::Avx512Vnni) => {
+                        Some(Path::Amx | Path::Avx512Vnni) => {
                             *s = unsafe { avx512::quantize_row(row, d) };
                             return;
                         }
@@ -331,7 +339,15 @@ pub fn product_on(
         assert_eq!(bias.len(), n, "int8 product: bias is not [{n}]");
         bias_pad[..n].copy_from_slice(bias);
     }
+    // AMX sums whole 64-byte rows of k; other widths take the VNNI tile, which any CPU with
+    // AMX has too.
+    let path = if path == Path::Amx && !a.kq.is_multiple_of(crate::amx::KQ_STEP) {
+        Path::Avx512Vnni
+    } else {
+        path
+    };
     let mr_max = match path {
+        Path::Amx => crate::amx::ROWS,
         Path::Avx512Vnni => MR,
         Path::AvxVnni => avx_vnni::MR,
         Path::Avx2 => avx2::MR,
@@ -343,6 +359,8 @@ pub fn product_on(
         .zip(a.scale.par_chunks(rows))
         .for_each(|((ob, ab), sb)| {
             let mb = ob.len() / n;
+            let tiles = (path == Path::Amx).then(crate::amx::Tiles::load);
+            let mut scratch = Vec::new();
             for p in 0..n.div_ceil(NR) {
                 let panel = &b.data[p * a.kq * NR..(p + 1) * a.kq * NR];
                 let j0 = p * NR;
@@ -360,14 +378,23 @@ pub fn product_on(
                     // SAFETY: the path was checked against this CPU above; `tile` asserts that
                     // every index it reaches lies inside its slices.
                     unsafe {
-                        match path {
-                            Path::Avx512Vnni => {
+                        match (path, &tiles) {
+                            (Path::Amx, Some(t)) => amx::tile(
+                                t,
+                                (a_rows, scales, a.kq, panel),
+                                &mut scratch,
+                                &cols,
+                                dst,
+                                epilogue,
+                            ),
+                            (Path::Amx, None) => unreachable!("AMX path without its tiles"),
+                            (Path::Avx512Vnni, _) => {
                                 avx512::tile(a_rows, scales, a.kq, panel, &cols, dst, epilogue)
                             }
-                            Path::AvxVnni => {
+                            (Path::AvxVnni, _) => {
                                 avx_vnni::tile(a_rows, scales, a.kq, panel, &cols, dst, epilogue)
                             }
-                            Path::Avx2 => {
+                            (Path::Avx2, _) => {
                                 avx2::tile(a_rows, scales, a.kq, panel, &cols, dst, epilogue)
                             }
                         }
@@ -501,6 +528,72 @@ mod avx512 {
             }
             if epilogue == Epilogue::Gelu {
                 // supported() checked AVX2+FMA as well, which the GELU kernel needs.
+                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
+            }
+            out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::{Columns, NR};
+    use crate::amx::{Tiles, ROWS};
+    use crate::linear::Epilogue;
+    use std::arch::x86_64::*;
+
+    /// One `mr × 32` tile (mr ≤ 32): the block's sums from the AMX tiles, then the AVX-512
+    /// tile's epilogue, so both write the same bits. A block of fewer than 32 rows is copied
+    /// into `scratch` first, since the tiles always read 32.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn tile(
+        tiles: &Tiles,
+        (a, row_scale, kq, panel): (&[u32], &[f32], usize, &[u32]),
+        scratch: &mut Vec<u32>,
+        cols: &Columns<'_>,
+        (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
+        epilogue: Epilogue,
+    ) {
+        let mr = row_scale.len();
+        super::check_tile(
+            (a, row_scale, kq, panel),
+            cols,
+            (&*out, ldo, j0, width),
+            ROWS,
+        );
+        let a = if mr < ROWS {
+            scratch.clear();
+            scratch.extend_from_slice(a);
+            scratch.resize(ROWS * kq, 0);
+            &scratch[..]
+        } else {
+            a
+        };
+        let mut sums = [0i32; ROWS * NR];
+        tiles.int8_sums(a, kq, panel, &mut sums);
+        let sw = [
+            _mm512_loadu_ps(cols.scale.as_ptr()),
+            _mm512_loadu_ps(cols.scale.as_ptr().add(16)),
+        ];
+        let off = [
+            _mm512_loadu_si512(cols.offset.as_ptr().cast()),
+            _mm512_loadu_si512(cols.offset.as_ptr().add(16).cast()),
+        ];
+        let bv = [
+            _mm512_loadu_ps(cols.bias.as_ptr()),
+            _mm512_loadu_ps(cols.bias.as_ptr().add(16)),
+        ];
+        for (i, &scale) in row_scale.iter().enumerate() {
+            let sa = _mm512_set1_ps(scale);
+            let mut row = [0f32; NR];
+            for h in 0..2 {
+                let s = _mm512_loadu_si512(sums.as_ptr().add(i * NR + 16 * h).cast());
+                let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(s, off[h]));
+                let v = _mm512_fmadd_ps(exact, _mm512_mul_ps(sa, sw[h]), bv[h]);
+                _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), v);
+            }
+            if epilogue == Epilogue::Gelu {
+                // paths() checked AVX2+FMA as well, which the GELU kernel needs.
                 crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
             }
             out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);

@@ -52,9 +52,9 @@ pub enum Precision {
     F32,
     /// bf16 operands (8 bits of mantissa), on CPUs with AVX512-BF16 ([`crate::bf16`]).
     Bf16,
-    /// int8 operands quantised per row and per output feature, on CPUs with AVX512-VNNI,
-    /// AVX-VNNI or AVX2 ([`crate::int8`]); inference only (training runs bf16 or f32 in its
-    /// place).
+    /// int8 operands quantised per row and per output feature, on CPUs with AMX-INT8,
+    /// AVX512-VNNI, AVX-VNNI or AVX2 ([`crate::int8`]); inference only (training runs bf16 or
+    /// f32 in its place).
     Int8,
 }
 
@@ -89,6 +89,14 @@ impl Precision {
                 Precision::F32
             }
         })
+    }
+
+    /// [`Precision::name`], with the int8 path that runs it (`int8 (amx-int8)`), for reports.
+    pub fn describe(self) -> String {
+        match (self, crate::int8::paths().first()) {
+            (Precision::Int8, Some(path)) => format!("int8 ({})", path.name()),
+            _ => self.name().to_string(),
+        }
     }
 
     pub fn name(self) -> &'static str {

@@ -14,6 +14,7 @@
 //!
 //! This crate knows nothing of models, checkpoints or tokenizers.
 
+pub mod amx;
 pub mod attention;
 pub mod bf16;
 pub mod int8;

@@ -2,8 +2,9 @@
 //! [`bf16::round`], multiplied and summed in f64. The kernel sums in f32, so the two agree to
 //! f32 rounding of the sum, far tighter than bf16's own 8 bits. Random shapes with odd sizes
 //! (odd `k` pads a pair, `n` not a multiple of 32 leaves a partial panel, `m` not a multiple
-//! of 12 a partial tile). The kernel has one path, AVX512-BF16: on a CPU without it these
-//! tests check only the rounding and say so.
+//! of the tile's rows a partial tile), on every path this CPU has: AMX-BF16 tiles (only where
+//! `k` is a multiple of 32, which the shapes include) and the AVX512-BF16 register tile. On a
+//! CPU without AVX512-BF16 these tests check only the rounding and say so.
 
 use naba_kernels::bf16::{self, Finish, Panels, Rows};
 use naba_kernels::linear::Epilogue;
@@ -80,9 +81,9 @@ proptest! {
 
     #[test]
     fn product_matches_f64_on_bf16_operands(
-        m in 1usize..40, k in 1usize..90, n in 1usize..80, seed in any::<u64>(),
-        with_bias in any::<bool>(), gelu in any::<bool>(), accumulate in any::<bool>(),
-        transposed_b in any::<bool>(),
+        m in 1usize..80, k in prop_oneof![1usize..90, (1usize..13).prop_map(|t| 32 * t)],
+        n in 1usize..80, seed in any::<u64>(), with_bias in any::<bool>(), gelu in any::<bool>(),
+        accumulate in any::<bool>(), transposed_b in any::<bool>(),
     ) {
         if skip() {
             return Ok(());
@@ -100,17 +101,19 @@ proptest! {
             let w = bv.clone();
             (Panels::from_fn(k, n, |kk, j| bv[kk * n + j]), Box::new(move |kk, j| w[kk * n + j]))
         };
-        let mut out = if accumulate { prior.clone() } else { vec![f32::NAN; m * n] };
+        let want = reference(&a, b_at, with_bias.then_some(&bias[..]), accumulate.then_some(&prior[..]), m, k, n);
         let finish = Finish {
             bias: with_bias.then_some(&bias[..]),
             epilogue: if gelu { Epilogue::Gelu } else { Epilogue::None },
             accumulate,
         };
-        bf16::product(&Rows::from_slice(&a, m, k), &panels, &mut out, finish);
-        let want = reference(&a, b_at, with_bias.then_some(&bias[..]), accumulate.then_some(&prior[..]), m, k, n);
-        for (idx, (g, (w, tol))) in out.iter().zip(&want).enumerate() {
-            let (w, tol) = if gelu { (gelu64(*w), tol * 1.2 + 3e-7) } else { (*w, *tol) };
-            prop_assert!((f64::from(*g) - w).abs() <= tol, "[{}, {}]: {} vs {} (tol {})", idx / n, idx % n, g, w, tol);
+        for &path in bf16::paths() {
+            let mut out = if accumulate { prior.clone() } else { vec![f32::NAN; m * n] };
+            bf16::product_on(path, &Rows::from_slice(&a, m, k), &panels, &mut out, finish);
+            for (idx, (g, (w, tol))) in out.iter().zip(&want).enumerate() {
+                let (w, tol) = if gelu { (gelu64(*w), tol * 1.2 + 3e-7) } else { (*w, *tol) };
+                prop_assert!((f64::from(*g) - w).abs() <= tol, "{} [{}, {}]: {} vs {} (tol {})", path.name(), idx / n, idx % n, g, w, tol);
+            }
         }
     }
 

@@ -3,7 +3,8 @@
 //! kernel's sums are exact too, so the two agree to the f32 rounding of the epilogue. Random
 //! shapes with odd sizes (`k` not a multiple of 4 pads a quad, `n` not a multiple of 32 leaves
 //! a partial panel, `m` not a multiple of the tile's rows a partial tile), on every path this CPU
-//! has (AVX512-VNNI, AVX-VNNI, AVX2), each with its own vector quantiser and with the plain one,
+//! has (AMX, AVX512-VNNI, AVX-VNNI, AVX2; AMX only where `k` is a multiple of 64, which the
+//! shapes include), each with its own vector quantiser and with the plain one,
 //! and for each weight range a path has (±127, and ±63 for AVX2). On a CPU without AVX2 these
 //! tests check only the quantiser and say so.
 
@@ -148,8 +149,8 @@ proptest! {
 
     #[test]
     fn product_matches_exact_sums_of_the_quantised_operands(
-        m in 1usize..40, k in 1usize..90, n in 1usize..80, seed in any::<u64>(),
-        spread in 0.01f32..20.0, with_bias in any::<bool>(), gelu in any::<bool>(),
+        m in 1usize..80, k in prop_oneof![1usize..90, (1usize..7).prop_map(|t| 64 * t)],
+        n in 1usize..80, seed in any::<u64>(), spread in 0.01f32..20.0, with_bias in any::<bool>(), gelu in any::<bool>(),
     ) {
         if skip() {
             return Ok(());

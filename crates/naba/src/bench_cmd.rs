@@ -199,7 +199,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "naba {} ({engine} engine, {} kernels, {} products)",
             env!("CARGO_PKG_VERSION"),
             naba_kernels::Isa::best().name(),
-            naba_kernels::Precision::best().name()
+            naba_kernels::Precision::best().describe()
         ),
         "threads": naba_kernels::threads(),
         "batch_size": args.batch_size,
