@@ -173,7 +173,7 @@ fn attend(
             };
             let [q, k, v] = head_qkv(qkv, start, hidden, h * hd);
             #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Avx2Fma {
+            if isa.has_avx2() {
                 let head = Head {
                     q,
                     k,
@@ -182,12 +182,12 @@ fn attend(
                     len,
                     hd,
                 };
-                // SAFETY: Avx2Fma comes from run-time detection; the output block (rows
+                // SAFETY: the ISA comes from run-time detection; the output block (rows
                 // start..start+len, columns h·hd..h·hd+hd of [tokens, hidden]) belongs to this
                 // task alone.
                 unsafe {
                     let dst = dst.get().add(start * hidden + h * hd);
-                    head_avx2(&head, p, scale, &mut scratch.tiles, dst, hidden);
+                    head_avx2(isa, &head, p, scale, &mut scratch.tiles, dst, hidden);
                 }
                 return;
             }
@@ -248,14 +248,16 @@ struct Head<'a> {
     hd: usize,
 }
 
-/// Scores, softmax and `P V` of one head in 6×16 tiles, the output written to `dst` (row `i`
-/// at `dst + i · ld`, `hd` columns).
+/// Scores, softmax and `P V` of one head in 6×16 tiles (16×16 with AVX-512), the output
+/// written to `dst` (row `i` at `dst + i · ld`, `hd` columns).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `p` holds `len²` values; `dst` is valid for writes of `len` rows
-/// of `hd` values `ld` apart, and nothing else reads or writes them meanwhile.
+/// The CPU runs `isa` (AVX2 and FMA at least); `p` holds `len²` values; `dst` is valid for
+/// writes of `len` rows of `hd` values `ld` apart, and nothing else reads or writes them
+/// meanwhile.
 #[cfg(target_arch = "x86_64")]
 unsafe fn head_avx2(
+    isa: Isa,
     h: &Head<'_>,
     p: &mut [f32],
     scale: f32,
@@ -263,11 +265,12 @@ unsafe fn head_avx2(
     dst: *mut f32,
     ld: usize,
 ) {
-    use avx2::{tile, MR, NR};
+    use avx2::NR;
     let (len, hd, stride) = (h.len, h.hd, h.stride);
     assert!(p.len() == len * len && len > 0 && hd > 0);
     assert!(h.q.len() > (len - 1) * stride + hd - 1 && h.k.len() > (len - 1) * stride + hd - 1);
     assert!(h.v.len() > (len - 1) * stride + hd - 1);
+    let wide = isa == Isa::Avx512;
     // Kᵀ, panel by panel: row d of a panel holds the d-th values of its 16 keys (zeros past
     // the last key).
     let key_panels = len.div_ceil(NR);
@@ -281,46 +284,39 @@ unsafe fn head_avx2(
             *kt.add((panel * hd + d) * NR + c) = *key.add(d);
         }
     }
-    for panel in 0..key_panels {
-        let (j0, width) = (panel * NR, NR.min(len - panel * NR));
-        let b = t.kt.as_ptr().add(panel * hd * NR);
-        for r in (0..len).step_by(MR) {
-            let a = h.q.as_ptr().add(r * stride);
-            let out = p.as_mut_ptr().add(r * len + j0);
-            tile((a, stride), (b, NR), hd, MR.min(len - r), (out, len), width);
-        }
+    let q = (h.q.as_ptr(), stride);
+    let scores = (p.as_mut_ptr(), len);
+    if wide {
+        avx512::product(q, (t.kt.as_ptr(), NR, hd * NR), (len, hd, len), scores);
+    } else {
+        avx2::product(q, (t.kt.as_ptr(), NR, hd * NR), (len, hd, len), scores);
     }
     for row in p.chunks_exact_mut(len) {
-        math::softmax_inplace(Isa::Avx2Fma, row, scale);
+        math::softmax_inplace(isa, row, scale);
     }
-    // V in place when every panel of 16 columns lies inside the head, else copied.
-    let (v, ldv, panel_step) = if hd % NR == 0 {
+    // V in place when every panel of 16 columns lies inside the head, else copied. The
+    // AVX-512 path always copies: its tile runs fast enough that V's rows, 3·hidden apart (a
+    // page apart at hidden 384), cost more to reach in place than to copy once.
+    let (v, ldv, panel_step) = if hd % NR == 0 && !wide {
         (h.v.as_ptr(), stride, NR)
     } else {
         let col_panels = hd.div_ceil(NR);
         t.v.clear();
         t.v.resize(col_panels * len * NR, 0.0);
         for j in 0..len {
-            for d in 0..hd {
-                t.v[((d / NR) * len + j) * NR + d % NR] = h.v[j * stride + d];
+            let row = &h.v[j * stride..j * stride + hd];
+            for (panel, part) in row.chunks(NR).enumerate() {
+                let at = (panel * len + j) * NR;
+                t.v[at..at + part.len()].copy_from_slice(part);
             }
         }
         (t.v.as_ptr(), NR, len * NR)
     };
-    for panel in 0..hd.div_ceil(NR) {
-        let (j0, width) = (panel * NR, NR.min(hd - panel * NR));
-        let b = v.add(panel * panel_step);
-        for r in (0..len).step_by(MR) {
-            let a = p.as_ptr().add(r * len);
-            tile(
-                (a, len),
-                (b, ldv),
-                len,
-                MR.min(len - r),
-                (dst.add(r * ld + j0), ld),
-                width,
-            );
-        }
+    let probs = (p.as_ptr(), len);
+    if wide {
+        avx512::product(probs, (v, ldv, panel_step), (len, len, hd), (dst, ld));
+    } else {
+        avx2::product(probs, (v, ldv, panel_step), (len, len, hd), (dst, ld));
     }
 }
 
@@ -370,6 +366,111 @@ mod avx2 {
                 _mm256_storeu_ps(tmp.as_mut_ptr().add(8), v[1]);
                 std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, width);
             }
+        }
+    }
+
+    /// `out[m, n] = a[m, k] · b[k, n]`, with `b` as panels of 16 columns (`ldb` between
+    /// rows of a panel, `panel_step` between panels), in [`tile`]s.
+    ///
+    /// # Safety
+    /// As [`tile`], for the whole of `a` (`m` rows), `b` and `out`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn product(
+        (a, lda): (*const f32, usize),
+        (b, ldb, panel_step): (*const f32, usize, usize),
+        (m, k, n): (usize, usize, usize),
+        (out, ldo): (*mut f32, usize),
+    ) {
+        for panel in 0..n.div_ceil(NR) {
+            let (j0, width) = (panel * NR, NR.min(n - panel * NR));
+            let bp = b.add(panel * panel_step);
+            for r in (0..m).step_by(MR) {
+                let rows = (a.add(r * lda), lda);
+                tile(
+                    rows,
+                    (bp, ldb),
+                    k,
+                    MR.min(m - r),
+                    (out.add(r * ldo + j0), ldo),
+                    width,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Rows per tile: 8 rows × 2 registers of accumulators, 2 of the panels' rows and the
+    /// row pointers fit the registers (16 rows of one register each spilled the pointers).
+    const MR: usize = 8;
+    const NR: usize = super::avx2::NR;
+
+    /// [`super::avx2::product`] in 8×32 tiles: two panels side by side, a register each.
+    ///
+    /// # Safety
+    /// AVX-512 F; `a` readable for `m` rows of `k`, every panel of `b` for `k` rows of 16,
+    /// `out` writable for `m` rows of `n`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn product(
+        (a, lda): (*const f32, usize),
+        (b, ldb, panel_step): (*const f32, usize, usize),
+        (m, k, n): (usize, usize, usize),
+        (out, ldo): (*mut f32, usize),
+    ) {
+        let panels = n.div_ceil(NR);
+        for pair in (0..panels).step_by(2) {
+            let (j0, width) = (pair * NR, (2 * NR).min(n - pair * NR));
+            let b0 = b.add(pair * panel_step);
+            // A lone last panel reads itself twice; its second half is never stored.
+            let b1 = if pair + 1 < panels {
+                b0.add(panel_step)
+            } else {
+                b0
+            };
+            for r in (0..m).step_by(MR) {
+                let rows = (a.add(r * lda), lda);
+                let dst = (out.add(r * ldo + j0), ldo);
+                tile(rows, (b0, b1, ldb), k, MR.min(m - r), dst, width);
+            }
+        }
+    }
+
+    /// `out[i, c] = Σ_kk a[i, kk] · b[kk, c]` for `i < mr`, `c < width` (≤ 32), columns
+    /// 0..16 from panel `b0` and 16..32 from `b1`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile(
+        (a, lda): (*const f32, usize),
+        (b0, b1, ldb): (*const f32, *const f32, usize),
+        k: usize,
+        mr: usize,
+        (out, ldo): (*mut f32, usize),
+        width: usize,
+    ) {
+        debug_assert!((1..=MR).contains(&mr) && (1..=2 * NR).contains(&width));
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        // Rows past mr repeat the last real row: same loads, results never stored.
+        let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(mr - 1) * lda));
+        for kk in 0..k {
+            let v0 = _mm512_loadu_ps(b0.add(kk * ldb));
+            let v1 = _mm512_loadu_ps(b1.add(kk * ldb));
+            for i in 0..MR {
+                let x = _mm512_set1_ps(*rows[i].add(kk));
+                acc[i][0] = _mm512_fmadd_ps(x, v0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(x, v1, acc[i][1]);
+            }
+        }
+        let masks = [
+            ((1u32 << width.min(NR)) - 1) as __mmask16,
+            ((1u32 << width.saturating_sub(NR)) - 1) as __mmask16,
+        ];
+        for (i, v) in acc.iter().enumerate().take(mr) {
+            _mm512_mask_storeu_ps(out.add(i * ldo), masks[0], v[0]);
+            // Past the buffer where width ≤ 16: then the mask is empty, which stores nothing
+            // and cannot fault.
+            _mm512_mask_storeu_ps(out.wrapping_add(i * ldo + NR), masks[1], v[1]);
         }
     }
 }

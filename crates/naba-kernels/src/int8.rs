@@ -360,7 +360,7 @@ pub fn product_on(
         .for_each(|((ob, ab), sb)| {
             let mb = ob.len() / n;
             let tiles = (path == Path::Amx).then(crate::amx::Tiles::load);
-            let mut scratch = Vec::new();
+            let mut scratch = AmxScratch::default();
             for p in 0..n.div_ceil(NR) {
                 let panel = &b.data[p * a.kq * NR..(p + 1) * a.kq * NR];
                 let j0 = p * NR;
@@ -418,6 +418,22 @@ fn finish(
             crate::math::gelu_inplace(crate::Isa::Avx2Fma, row);
         }
         out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
+    }
+}
+
+/// The AMX tile's buffers, made once per block of rows: a copy of a short block's rows, padded
+/// to the 32 the tiles read, and the sums the tiles store.
+struct AmxScratch {
+    rows: Vec<u32>,
+    sums: Box<[i32; crate::amx::ROWS * NR]>,
+}
+
+impl Default for AmxScratch {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            sums: Box::new([0; crate::amx::ROWS * NR]),
+        }
     }
 }
 
@@ -523,12 +539,11 @@ mod avx512 {
             let mut row = [0f32; NR];
             for h in 0..2 {
                 let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[h], off[h]));
-                let v = _mm512_fmadd_ps(exact, _mm512_mul_ps(sa, sw[h]), bv[h]);
+                let mut v = _mm512_fmadd_ps(exact, _mm512_mul_ps(sa, sw[h]), bv[h]);
+                if epilogue == Epilogue::Gelu {
+                    v = crate::math::avx512::gelu16(v);
+                }
                 _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), v);
-            }
-            if epilogue == Epilogue::Gelu {
-                // supported() checked AVX2+FMA as well, which the GELU kernel needs.
-                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
             }
             out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
         }
@@ -537,19 +552,20 @@ mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    use super::{Columns, NR};
+    use super::{AmxScratch, Columns, NR};
     use crate::amx::{Tiles, ROWS};
     use crate::linear::Epilogue;
     use std::arch::x86_64::*;
 
     /// One `mr × 32` tile (mr ≤ 32): the block's sums from the AMX tiles, then the AVX-512
-    /// tile's epilogue, so both write the same bits. A block of fewer than 32 rows is copied
-    /// into `scratch` first, since the tiles always read 32.
+    /// tile's arithmetic, so both write the same bits, stored straight into `out` (masked
+    /// past `width`). A block of fewer than 32 rows is copied into `scratch` first, since the
+    /// tiles always read 32.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub(super) unsafe fn tile(
         tiles: &Tiles,
         (a, row_scale, kq, panel): (&[u32], &[f32], usize, &[u32]),
-        scratch: &mut Vec<u32>,
+        scratch: &mut AmxScratch,
         cols: &Columns<'_>,
         (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
         epilogue: Epilogue,
@@ -562,15 +578,19 @@ mod amx {
             ROWS,
         );
         let a = if mr < ROWS {
-            scratch.clear();
-            scratch.extend_from_slice(a);
-            scratch.resize(ROWS * kq, 0);
-            &scratch[..]
+            scratch.rows.clear();
+            scratch.rows.extend_from_slice(a);
+            scratch.rows.resize(ROWS * kq, 0);
+            &scratch.rows[..]
         } else {
             a
         };
-        let mut sums = [0i32; ROWS * NR];
-        tiles.int8_sums(a, kq, panel, &mut sums);
+        let sums = &mut *scratch.sums;
+        tiles.int8_sums(a, kq, panel, sums);
+        let masks = [
+            ((1u32 << width.min(16)) - 1) as __mmask16,
+            ((1u32 << width.saturating_sub(16)) - 1) as __mmask16,
+        ];
         let sw = [
             _mm512_loadu_ps(cols.scale.as_ptr()),
             _mm512_loadu_ps(cols.scale.as_ptr().add(16)),
@@ -585,18 +605,21 @@ mod amx {
         ];
         for (i, &scale) in row_scale.iter().enumerate() {
             let sa = _mm512_set1_ps(scale);
-            let mut row = [0f32; NR];
-            for h in 0..2 {
+            let mut row = [_mm512_setzero_ps(); 2];
+            for (h, v) in row.iter_mut().enumerate() {
                 let s = _mm512_loadu_si512(sums.as_ptr().add(i * NR + 16 * h).cast());
                 let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(s, off[h]));
-                let v = _mm512_fmadd_ps(exact, _mm512_mul_ps(sa, sw[h]), bv[h]);
-                _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), v);
+                *v = _mm512_fmadd_ps(exact, _mm512_mul_ps(sa, sw[h]), bv[h]);
             }
             if epilogue == Epilogue::Gelu {
-                // paths() checked AVX2+FMA as well, which the GELU kernel needs.
-                crate::math::gelu_inplace(crate::Isa::Avx2Fma, &mut row);
+                row = row.map(|v| crate::math::avx512::gelu16(v));
             }
-            out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
+            // check_tile: row i's columns j0..j0 + width lie inside out.
+            let dst = out.as_mut_ptr().add(i * ldo + j0);
+            _mm512_mask_storeu_ps(dst, masks[0], row[0]);
+            // Past the buffer where width ≤ 16: then the mask is empty, which stores nothing
+            // and cannot fault.
+            _mm512_mask_storeu_ps(dst.wrapping_add(16), masks[1], row[1]);
         }
     }
 }

@@ -10,6 +10,9 @@ pub enum Isa {
     Portable,
     /// x86-64 AVX2 with FMA.
     Avx2Fma,
+    /// AVX2 and FMA, and AVX-512 (F, BW): everything [`Isa::Avx2Fma`] runs, with 16-wide
+    /// versions of the kernels where they pay (softmax, GELU, the attention tile).
+    Avx512,
 }
 
 impl Isa {
@@ -30,9 +33,14 @@ impl Isa {
     pub fn available() -> Vec<Isa> {
         let mut out = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            out.push(Isa::Avx2Fma);
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                out.push(Isa::Avx2Fma);
+                if has!("avx512f") && has!("avx512bw") {
+                    out.push(Isa::Avx512);
+                }
+            }
         }
         out
     }
@@ -41,7 +49,13 @@ impl Isa {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2Fma => "avx2+fma",
+            Isa::Avx512 => "avx512",
         }
+    }
+
+    /// Whether the AVX2+FMA kernels may run (every family but the portable one).
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::Avx2Fma | Isa::Avx512)
     }
 }
 

@@ -53,8 +53,12 @@ pub fn erf_scalar(x: f32) -> f32 {
 pub fn gelu_inplace(isa: Isa, xs: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only ever produced after run-time detection of both features.
+        // SAFETY: `Isa::Avx2Fma` and `Isa::Avx512` are only ever produced after run-time
+        // detection of their features.
         Isa::Avx2Fma => unsafe { avx2::gelu_inplace(xs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx512 => unsafe { avx512::gelu_inplace(xs) },
         _ => {
             for x in xs {
                 *x = 0.5 * *x * (1.0 + erf_scalar(*x * FRAC_1_SQRT2));
@@ -81,7 +85,7 @@ pub fn gelu_with_grad(isa: Isa, u: &[f32], y: &mut [f32], d: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `gelu_inplace`.
-        Isa::Avx2Fma => unsafe { avx2::gelu_with_grad(u, y, d) },
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { avx2::gelu_with_grad(u, y, d) },
         _ => {
             for ((&x, y), d) in u.iter().zip(y.iter_mut()).zip(d.iter_mut()) {
                 (*y, *d) = gelu_with_grad_scalar(x);
@@ -99,6 +103,9 @@ pub fn softmax_inplace(isa: Isa, row: &mut [f32], scale: f32) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `gelu_inplace`.
         Isa::Avx2Fma => unsafe { avx2::softmax_inplace(row, scale) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `gelu_inplace`.
+        Isa::Avx512 => unsafe { avx512::softmax_inplace(row, scale) },
         _ => {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;
@@ -251,6 +258,123 @@ pub(crate) mod avx2 {
         }
         for x in &mut row[n8..] {
             *x *= inv;
+        }
+    }
+}
+
+/// The 16-wide versions, for [`Isa::Avx512`]: the same formulas as [`avx2`], a whole register
+/// of lanes per instruction, and the tail of a row through a mask instead of scalar code.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(EXP_LO)),
+            _mm512_set1_ps(EXP_HI),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+            _mm512_cvtps_epi32(n),
+            _mm512_set1_epi32(127),
+        ));
+        _mm512_mul_ps(p, _mm512_castsi512_ps(bits))
+    }
+
+    /// GELU of sixteen lanes, the same operations as `avx2::gelu8` lane for lane, so the
+    /// same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn gelu16(x: __m512) -> __m512 {
+        let z = _mm512_mul_ps(x, _mm512_set1_ps(FRAC_1_SQRT2));
+        let a = _mm512_abs_ps(z);
+        let one = _mm512_set1_ps(1.0);
+        let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), a, one));
+        let mut poly = _mm512_set1_ps(ERF_A[4]);
+        for c in [ERF_A[3], ERF_A[2], ERF_A[1], ERF_A[0]] {
+            poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
+        }
+        poly = _mm512_mul_ps(poly, t);
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
+        let erf_abs = _mm512_fnmadd_ps(poly, e, one);
+        // erf is odd: put z's sign back.
+        let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
+        let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
+        _mm512_mul_ps(
+            _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+            _mm512_add_ps(one, erf),
+        )
+    }
+
+    /// The lanes of a row's last, partial register.
+    #[inline]
+    fn tail_mask(len: usize) -> __mmask16 {
+        debug_assert!(len < 16);
+        ((1u32 << len) - 1) as __mmask16
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn gelu_inplace(xs: &mut [f32]) {
+        let n16 = xs.len() / 16 * 16;
+        let p = xs.as_mut_ptr();
+        for i in (0..n16).step_by(16) {
+            _mm512_storeu_ps(p.add(i), gelu16(_mm512_loadu_ps(p.add(i))));
+        }
+        if n16 < xs.len() {
+            let m = tail_mask(xs.len() - n16);
+            let v = _mm512_maskz_loadu_ps(m, p.add(n16));
+            _mm512_mask_storeu_ps(p.add(n16), m, gelu16(v));
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn softmax_inplace(row: &mut [f32], scale: f32) {
+        let len = row.len();
+        let n16 = len / 16 * 16;
+        let p = row.as_mut_ptr();
+        let tail = (n16 < len).then(|| tail_mask(len - n16));
+        let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n16).step_by(16) {
+            vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(p.add(i)));
+        }
+        if let Some(m) = tail {
+            vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, p.add(n16)));
+        }
+        let vm = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+        let vs = _mm512_set1_ps(scale);
+        let mut vsum = _mm512_setzero_ps();
+        for i in (0..n16).step_by(16) {
+            let e = exp16(_mm512_mul_ps(
+                _mm512_sub_ps(_mm512_loadu_ps(p.add(i)), vm),
+                vs,
+            ));
+            vsum = _mm512_add_ps(vsum, e);
+            _mm512_storeu_ps(p.add(i), e);
+        }
+        if let Some(m) = tail {
+            let x = _mm512_maskz_loadu_ps(m, p.add(n16));
+            let e = exp16(_mm512_mul_ps(_mm512_sub_ps(x, vm), vs));
+            vsum = _mm512_mask_add_ps(vsum, m, vsum, e);
+            _mm512_mask_storeu_ps(p.add(n16), m, e);
+        }
+        let vi = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(vsum));
+        for i in (0..n16).step_by(16) {
+            _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), vi));
+        }
+        if let Some(m) = tail {
+            let x = _mm512_maskz_loadu_ps(m, p.add(n16));
+            _mm512_mask_storeu_ps(p.add(n16), m, _mm512_mul_ps(x, vi));
         }
     }
 }

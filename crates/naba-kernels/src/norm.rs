@@ -21,7 +21,9 @@ pub fn add_layer_norm_row(
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2Fma` is only produced after run-time detection of both features.
-        Isa::Avx2Fma => unsafe { avx2::add_layer_norm_row(x, residual, gamma, beta, eps) },
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+            avx2::add_layer_norm_row(x, residual, gamma, beta, eps)
+        },
         _ => {
             if let Some(r) = residual {
                 for (a, b) in x.iter_mut().zip(r) {

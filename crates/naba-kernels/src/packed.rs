@@ -43,7 +43,7 @@ impl PackedMatrix {
     pub fn pack(isa: Isa, w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "pack: weight is not [{n}, {k}]");
         let data: Arc<[f32]> = match isa {
-            Isa::Avx2Fma => {
+            Isa::Avx2Fma | Isa::Avx512 => {
                 let panels = n.div_ceil(NR);
                 let mut p = vec![0f32; panels * k * NR];
                 for j in 0..n {
@@ -127,7 +127,9 @@ impl PackedMatrix {
                 int8::product(&int8::Rows::from_slice(x, m, k), panels, bias, out, epi)
             }
             #[cfg(target_arch = "x86_64")]
-            (Stored::F32(data), Isa::Avx2Fma) => self.linear_avx2(data, x, bias, out, m, epi),
+            (Stored::F32(data), Isa::Avx2Fma | Isa::Avx512) => {
+                self.linear_avx2(data, x, bias, out, m, epi)
+            }
             (Stored::F32(data), _) => {
                 crate::linear::linear(Isa::Portable, x, data, bias, out, m, k, n, epi)
             }
