@@ -99,7 +99,7 @@ fn pair(even: f32, odd: f32) -> u32 {
 }
 
 /// The left operand of a product, `[m, k]`, as bf16 pairs along `k` (see the module doc).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rows {
     m: usize,
     kq: usize,
@@ -133,6 +133,30 @@ impl Rows {
         Self { m, kq, data }
     }
 
+    /// The transpose of `a`, stored row-major `[k, m]` (the `dyᵀ` of a weight's gradient), as
+    /// `[m, k_pad]` rows: `k..k_pad` are zeros. The same values as [`Rows::from_fn`] reading
+    /// `a[kk · m + i]`, sixteen rows at a time where the CPU multiplies bf16.
+    pub fn from_transposed(a: &[f32], m: usize, k: usize, k_pad: usize) -> Self {
+        assert!(
+            a.len() == m * k && k_pad >= k,
+            "bf16 rows: a is not [{k}, {m}]"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if supported() && m > 0 && k_pad > 0 {
+            let kq = k_pad.div_ceil(2);
+            let mut data = vec![0u32; m * kq];
+            data.par_chunks_mut(16 * kq)
+                .enumerate()
+                .for_each(|(blk, rows)| {
+                    // SAFETY: supported() checked AVX512-F; the block's rows are 16 · blk onward,
+                    // `rows` holds height · kq values and `a` is [k, m].
+                    unsafe { avx512::transposed_pairs(a, (m, k), 16 * blk, rows, kq) }
+                });
+            return Self { m, kq, data };
+        }
+        Self::from_fn(m, k_pad, |i, kk| if kk < k { a[kk * m + i] } else { 0.0 })
+    }
+
     /// From a row-major `[m, k]` slice, vectorised where the CPU multiplies bf16 (the
     /// conversion would otherwise cost a fifth of the product it feeds).
     pub fn from_slice(x: &[f32], m: usize, k: usize) -> Self {
@@ -156,7 +180,7 @@ impl Rows {
 
 /// The right operand of a product, `[k, n]`, as panels of 32 columns of bf16 pairs along `k`
 /// (see the module doc). Built once for a weight, or per call in training.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Panels {
     n: usize,
     k: usize,
@@ -190,6 +214,34 @@ impl Panels {
             k,
             data: data.into(),
         }
+    }
+
+    /// From `b` stored row-major `[k, n]` (activations, or a weight read as `[in, out]` in a
+    /// backward product), as `k_pad` rows: `k..k_pad` are zeros. The same values as
+    /// [`Panels::from_fn`] reading `b[kk · n + j]`, 32 columns at a time where the CPU
+    /// multiplies bf16.
+    pub fn from_matrix(b: &[f32], k: usize, n: usize, k_pad: usize) -> Self {
+        assert!(
+            b.len() == k * n && k_pad >= k,
+            "bf16 panels: b is not [{k}, {n}]"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if supported() && n > 0 && k_pad > 0 {
+            let kq = k_pad.div_ceil(2);
+            let mut data = vec![0u32; n.div_ceil(NR) * kq * NR];
+            data.par_chunks_mut(kq * NR)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    // SAFETY: supported() checked AVX512-F; `panel` holds kq · 32 values.
+                    unsafe { avx512::matrix_pairs(b, (k, n), NR * p, panel) }
+                });
+            return Self {
+                n,
+                k: k_pad,
+                data: data.into(),
+            };
+        }
+        Self::from_fn(k_pad, n, |kk, j| if kk < k { b[kk * n + j] } else { 0.0 })
     }
 
     /// A linear layer's weight as PyTorch stores it, row-major `[n, k]` (`[out, in]`): the
@@ -374,6 +426,92 @@ mod avx512 {
     use super::{Finish, MR, NR};
     use std::arch::x86_64::*;
 
+    /// [`super::round`] of sixteen lanes, each lane's bf16 in its low half: the same integer
+    /// steps, so the same bits (hardware rounding would flush denormals).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn round16(x: __m512) -> __m512i {
+        let b = _mm512_castps_si512(x);
+        let high = _mm512_srli_epi32::<16>(b);
+        let lsb = _mm512_and_si512(high, _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb);
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        let quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(nan, rounded, quiet)
+    }
+
+    /// Pairs of sixteen lanes: `even` in the low halves, `odd` in the high.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pairs16(even: __m512, odd: __m512) -> __m512i {
+        _mm512_or_si512(round16(even), _mm512_slli_epi32::<16>(round16(odd)))
+    }
+
+    fn lanes(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
+    }
+
+    /// Rows `i0..i0 + height` of [`super::Rows::from_transposed`] (`height = rows.len() / kq`
+    /// ≤ 16): pair `q` of row `i0 + r` from `a[2q · m + i0 + r]` and `a[(2q + 1) · m + i0 + r]`,
+    /// sixteen rows per load, scattered to their rows.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transposed_pairs(
+        a: &[f32],
+        (m, k): (usize, usize),
+        i0: usize,
+        rows: &mut [u32],
+        kq: usize,
+    ) {
+        let height = rows.len() / kq;
+        assert!(height <= 16 && i0 + height <= m && a.len() == m * k && rows.len() == height * kq);
+        let mask = lanes(height);
+        let index = _mm512_mullo_epi32(
+            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            _mm512_set1_epi32(kq as i32),
+        );
+        let column = |kk: usize| {
+            if kk < k {
+                _mm512_maskz_loadu_ps(mask, a.as_ptr().add(kk * m + i0))
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+        for q in 0..kq {
+            let v = pairs16(column(2 * q), column(2 * q + 1));
+            // Lane r to rows[r · kq + q], r < height: inside `rows`.
+            _mm512_mask_i32scatter_epi32::<4>(rows.as_mut_ptr().add(q).cast(), mask, index, v);
+        }
+    }
+
+    /// One panel of [`super::Panels::from_matrix`]: columns `j0..j0 + 32` (fewer at the edge,
+    /// the rest zeros), pair `q` of column `c` from `b[2q · n + j0 + c]` and the row below.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn matrix_pairs(
+        b: &[f32],
+        (k, n): (usize, usize),
+        j0: usize,
+        panel: &mut [u32],
+    ) {
+        let kq = panel.len() / NR;
+        assert!(j0 < n && b.len() == k * n && panel.len() == kq * NR);
+        let width = NR.min(n - j0);
+        let masks = [lanes(width), lanes(width.saturating_sub(16))];
+        let half = |kk: usize, h: usize| {
+            if kk < k {
+                _mm512_maskz_loadu_ps(masks[h], b.as_ptr().add(kk * n + j0 + 16 * h))
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+        for q in 0..kq {
+            for h in 0..2 {
+                let v = pairs16(half(2 * q, h), half(2 * q + 1, h));
+                _mm512_storeu_si512(panel.as_mut_ptr().add(q * NR + 16 * h).cast(), v);
+            }
+        }
+    }
+
     /// `src` (even length) rounded to bf16 pairs in `dst`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn round_pairs(src: &[f32], dst: &mut [u32]) {
@@ -489,12 +627,12 @@ pub fn matmul(
     let rows = match (a_t, kp == k) {
         (false, true) => Rows::from_slice(a, m, k),
         (false, false) => Rows::from_fn(m, kp, |i, kk| if kk < k { a[i * k + kk] } else { 0.0 }),
-        (true, _) => Rows::from_fn(m, kp, |i, kk| if kk < k { a[kk * m + i] } else { 0.0 }),
+        (true, _) => Rows::from_transposed(a, m, k, kp),
     };
     let panels = match (b_t, kp == k) {
         (true, true) => Panels::from_weight(b, n, k),
         (true, false) => Panels::from_fn(kp, n, |kk, j| if kk < k { b[j * k + kk] } else { 0.0 }),
-        (false, _) => Panels::from_fn(kp, n, |kk, j| if kk < k { b[kk * n + j] } else { 0.0 }),
+        (false, _) => Panels::from_matrix(b, k, n, kp),
     };
     let finish = Finish {
         bias: None,

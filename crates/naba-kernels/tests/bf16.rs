@@ -137,6 +137,28 @@ proptest! {
     }
 
     #[test]
+    fn transposed_operands_pack_as_the_plain_code_does(
+        m in 1usize..40, k in 1usize..70, pad in 0usize..40, seed in any::<u64>(),
+        spread in 1e-3f32..1e4,
+    ) {
+        // The two packers of a weight gradient's operands (dyᵀ as rows, x as panels), padded
+        // along k as AMX wants, against from_fn with the same reads; a NaN and a value at a
+        // rounding tie ride along.
+        let mut a = values(m * k, seed, spread);
+        a[0] = f32::NAN;
+        if a.len() > 1 {
+            a[1] = 1.0 + 1.0 / 256.0;
+        }
+        let kp = k + pad;
+        let rows = Rows::from_transposed(&a, m, k, kp);
+        let plain = Rows::from_fn(m, kp, |i, kk| if kk < k { a[kk * m + i] } else { 0.0 });
+        prop_assert_eq!(rows, plain);
+        let panels = Panels::from_matrix(&a, k, m, kp);
+        let plain = Panels::from_fn(kp, m, |kk, j| if kk < k { a[kk * m + j] } else { 0.0 });
+        prop_assert_eq!(panels, plain);
+    }
+
+    #[test]
     fn packed_bf16_linear_stays_near_the_f32_linear(
         m in 1usize..200, k in 1usize..70, n in 1usize..45, seed in any::<u64>(),
     ) {
