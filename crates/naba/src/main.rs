@@ -26,7 +26,8 @@ use std::process::ExitCode;
         cache when HF_HUB_OFFLINE=1), or the base encoder fetched by `naba models fetch`.",
     after_help = "Environment: NABA_THREADS (as --threads); NABA_PRECISION=auto|int8|bf16|f32 \
         picks what the encoder's matrix products multiply in (auto, the default: int8 on CPUs \
-        with AVX2 (VNNI where there is one), else f32; norms, softmax and GELU stay f32); \
+        with AVX2 (AMX or VNNI where there is one), else f32; norms, softmax and GELU stay \
+        f32); NABA_AMX=off keeps Intel AMX tiles out of int8 and bf16 products; \
         NABA_ISA=portable turns the AVX2/AVX-512 kernels off; NABA_ENGINE=reference runs \
         candle's own ops instead of the fused kernels."
 )]
