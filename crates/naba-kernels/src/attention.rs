@@ -53,7 +53,32 @@ pub fn packed_attention(
     scale: f32,
     out: &mut [f32],
 ) {
-    attend(isa, qkv, offsets, heads, scale, out, None);
+    attend(isa, qkv, offsets, heads, scale, out, None, false);
+}
+
+/// Whether [`packed_attention_bf16`] runs on this CPU: AMX-BF16 tiles and AVX-512.
+pub fn bf16_supported() -> bool {
+    Isa::best() == Isa::Avx512 && crate::bf16::paths().first() == Some(&crate::bf16::Path::Amx)
+}
+
+/// [`packed_attention`] with both products, `Q Kᵀ` and `P V`, multiplied in bf16 on AMX tiles
+/// (f32 sums; softmax stays f32): Q, K, V and the probabilities are rounded to bf16 first.
+/// Inference only: training keeps f32 probabilities for its backward pass.
+///
+/// # Panics
+/// Where [`bf16_supported`] is false.
+pub fn packed_attention_bf16(
+    qkv: &[f32],
+    offsets: &[usize],
+    heads: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    assert!(
+        bf16_supported(),
+        "bf16 attention on a CPU without AMX-BF16 and AVX-512"
+    );
+    attend(Isa::Avx512, qkv, offsets, heads, scale, out, None, true);
 }
 
 /// How many values the attention probabilities of a batch take: `heads · Σ len²`.
@@ -82,7 +107,7 @@ pub fn packed_attention_train(
         probs_len(offsets, heads),
         "attention: probs does not hold heads · Σ len² values"
     );
-    attend(isa, qkv, offsets, heads, scale, out, Some(probs));
+    attend(isa, qkv, offsets, heads, scale, out, Some(probs), false);
 }
 
 /// Shapes of one attention call, checked once.
@@ -142,6 +167,7 @@ fn head_qkv(qkv: &[f32], start: usize, hidden: usize, col: usize) -> [&[f32]; 3]
     [&qkv[row..], &qkv[row + hidden..], &qkv[row + 2 * hidden..]]
 }
 
+#[allow(clippy::too_many_arguments)]
 fn attend(
     isa: Isa,
     qkv: &[f32],
@@ -150,6 +176,7 @@ fn attend(
     scale: f32,
     out: &mut [f32],
     probs: Option<&mut [f32]>,
+    amx: bool,
 ) {
     let Some(Geometry { hidden, hd, tasks }) = geometry(qkv.len(), offsets, heads, out.len())
     else {
@@ -172,6 +199,26 @@ fn attend(
                 }
             };
             let [q, k, v] = head_qkv(qkv, start, hidden, h * hd);
+            if amx {
+                let head = Head {
+                    q,
+                    k,
+                    v,
+                    stride,
+                    len,
+                    hd,
+                };
+                let o = head_amx(&head, p, scale, &mut scratch.tiles);
+                for (i, row) in o.chunks_exact(hd).enumerate() {
+                    // SAFETY: row start + i, columns h·hd..h·hd+hd of [tokens, hidden]: this
+                    // task's own block of the output.
+                    unsafe {
+                        let at = dst.get().add((start + i) * hidden + h * hd);
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), at, hd);
+                    }
+                }
+                return;
+            }
             #[cfg(target_arch = "x86_64")]
             if isa.has_avx2() {
                 let head = Head {
@@ -236,6 +283,43 @@ struct Scratch {
 struct Tiles {
     kt: Vec<f32>,
     v: Vec<f32>,
+    /// The AMX path's probabilities as bf16 pairs, and its output.
+    pairs: Vec<u32>,
+    o: Vec<f32>,
+}
+
+/// Scores and `P V` of one head as two bf16 products ([`crate::bf16`], on AMX tiles where
+/// `k` fills whole tile rows: the head width for the scores, the sequence padded to 32 for
+/// `P V`), softmax in f32 between them; Q, K and V are read in place. Returns the `[len, hd]`
+/// output in `t.o`.
+fn head_amx<'t>(h: &Head<'_>, p: &mut [f32], scale: f32, t: &'t mut Tiles) -> &'t [f32] {
+    use crate::bf16::{self, Finish, Panels, Rows};
+    let (len, hd, stride) = (h.len, h.hd, h.stride);
+    let plain = Finish {
+        bias: None,
+        epilogue: crate::linear::Epilogue::None,
+        accumulate: false,
+    };
+    // Q Kᵀ: the keys are laid out as a weight `[len, hd]`, whose transpose is the right operand.
+    let queries = Rows::from_strided(h.q, (len, hd, stride), hd);
+    let keys = Panels::from_weight_strided(h.k, (len, hd, stride));
+    bf16::product_serial(&queries, &keys, p, plain);
+    // The probabilities go straight into bf16 pairs, rows padded to a multiple of 32 with
+    // zeros, in a buffer kept from head to head.
+    let kp = len.next_multiple_of(32);
+    let mut pairs = std::mem::take(&mut t.pairs);
+    pairs.resize(len * kp / 2, 0);
+    for (row, out) in p.chunks_exact_mut(len).zip(pairs.chunks_exact_mut(kp / 2)) {
+        let (real, pad) = out.split_at_mut(len.div_ceil(2));
+        math::softmax_to_pairs(row, scale, real);
+        pad.fill(0);
+    }
+    let probs = Rows::from_pairs(len, kp, pairs);
+    let values = Panels::from_matrix(h.v, (len, hd, stride), kp);
+    t.o.resize(len * hd, 0.0);
+    bf16::product_serial(&probs, &values, &mut t.o[..len * hd], plain);
+    t.pairs = probs.into_pairs();
+    &t.o[..len * hd]
 }
 
 /// One head of one sequence: its Q, K and V from their first row, `stride` apart.

@@ -133,6 +133,39 @@ impl Rows {
         Self { m, kq, data }
     }
 
+    /// Rows already laid out as pairs: `data` holds `m` rows of `ceil(k / 2)` pairs (a buffer
+    /// a caller fills and reuses, see [`Rows::into_pairs`]).
+    pub fn from_pairs(m: usize, k: usize, data: Vec<u32>) -> Self {
+        let kq = k.div_ceil(2);
+        assert_eq!(data.len(), m * kq, "bf16 rows: {m} rows of {kq} pairs");
+        Self { m, kq, data }
+    }
+
+    /// The pairs, to reuse their buffer.
+    pub fn into_pairs(self) -> Vec<u32> {
+        self.data
+    }
+
+    /// Row `i` from `x[i · ld..i · ld + k]`, as `[m, k_pad]` rows (`k..k_pad` zeros), on the
+    /// calling thread: the operands of one head of attention, read in place from the fused
+    /// Q, K, V matrix. The same values as [`Rows::from_fn`].
+    pub fn from_strided(x: &[f32], (m, k, ld): (usize, usize, usize), k_pad: usize) -> Self {
+        assert!(
+            k_pad >= k && ld >= k,
+            "bf16 rows: k {k}, k_pad {k_pad}, ld {ld}"
+        );
+        assert!(
+            m == 0 || x.len() >= (m - 1) * ld + k,
+            "bf16 rows: x is short"
+        );
+        let kq = k_pad.div_ceil(2);
+        let mut data = vec![0u32; m * kq];
+        for (i, d) in data.chunks_exact_mut(kq.max(1)).enumerate().take(m) {
+            row_pairs(&x[i * ld..i * ld + k], d);
+        }
+        Self { m, kq, data }
+    }
+
     /// The transpose of `a`, stored row-major `[k, m]` (the `dyᵀ` of a weight's gradient), as
     /// `[m, k_pad]` rows: `k..k_pad` are zeros. The same values as [`Rows::from_fn`] reading
     /// `a[kk · m + i]`, sixteen rows at a time where the CPU multiplies bf16.
@@ -220,10 +253,10 @@ impl Panels {
     /// backward product), as `k_pad` rows: `k..k_pad` are zeros. The same values as
     /// [`Panels::from_fn`] reading `b[kk · n + j]`, 32 columns at a time where the CPU
     /// multiplies bf16.
-    pub fn from_matrix(b: &[f32], k: usize, n: usize, k_pad: usize) -> Self {
+    pub fn from_matrix(b: &[f32], (k, n, ldb): (usize, usize, usize), k_pad: usize) -> Self {
         assert!(
-            b.len() == k * n && k_pad >= k,
-            "bf16 panels: b is not [{k}, {n}]"
+            ldb >= n && (k == 0 || b.len() >= (k - 1) * ldb + n) && k_pad >= k,
+            "bf16 panels: b is not [{k}, {n}] with rows {ldb} apart"
         );
         #[cfg(target_arch = "x86_64")]
         if supported() && n > 0 && k_pad > 0 {
@@ -233,7 +266,7 @@ impl Panels {
                 .enumerate()
                 .for_each(|(p, panel)| {
                     // SAFETY: supported() checked AVX512-F; `panel` holds kq · 32 values.
-                    unsafe { avx512::matrix_pairs(b, (k, n), NR * p, panel) }
+                    unsafe { avx512::matrix_pairs(b, (k, n, ldb), NR * p, panel) }
                 });
             return Self {
                 n,
@@ -241,7 +274,33 @@ impl Panels {
                 data: data.into(),
             };
         }
-        Self::from_fn(k_pad, n, |kk, j| if kk < k { b[kk * n + j] } else { 0.0 })
+        Self::from_fn(k_pad, n, |kk, j| if kk < k { b[kk * ldb + j] } else { 0.0 })
+    }
+
+    /// The transpose of `w` as the right operand, row `j` of `w` from `w[j · ld..j · ld + k]`,
+    /// on the calling thread (the keys of one head of attention, read in place). The same
+    /// values as [`Panels::from_weight`] on the rows gathered.
+    pub fn from_weight_strided(w: &[f32], (n, k, ld): (usize, usize, usize)) -> Self {
+        assert!(
+            ld >= k && (n == 0 || w.len() >= (n - 1) * ld + k),
+            "bf16 panels: w is short"
+        );
+        let kq = k.div_ceil(2);
+        let mut data = vec![0u32; n.div_ceil(NR) * kq * NR];
+        let mut pairs = vec![0u32; kq];
+        for j in 0..n {
+            row_pairs(&w[j * ld..j * ld + k], &mut pairs);
+            let (p, c) = (j / NR, j % NR);
+            let panel = &mut data[p * kq * NR..(p + 1) * kq * NR];
+            for (q, &v) in pairs.iter().enumerate() {
+                panel[q * NR + c] = v;
+            }
+        }
+        Self {
+            n,
+            k,
+            data: data.into(),
+        }
     }
 
     /// A linear layer's weight as PyTorch stores it, row-major `[n, k]` (`[out, in]`): the
@@ -249,6 +308,30 @@ impl Panels {
     pub fn from_weight(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "bf16 panels: weight is not [{n}, {k}]");
         Self::from_fn(k, n, |kk, j| w[j * k + kk])
+    }
+}
+
+/// `src` as pairs into `dst` (`ceil(len / 2)` of them, the rest of `dst` left alone), with
+/// `vcvtne2ps2bf16` where the CPU has it, as [`Rows::from_slice`] rounds (the same bits as
+/// [`round`] except that denormals become zero).
+fn row_pairs(src: &[f32], dst: &mut [u32]) {
+    let whole = src.len() / 2;
+    #[cfg(target_arch = "x86_64")]
+    let done = if supported() {
+        // SAFETY: supported() checked AVX512-F and AVX512-BF16; both slices hold `whole`
+        // pairs.
+        unsafe { avx512::round_pairs(&src[..2 * whole], &mut dst[..whole]) };
+        whole
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for q in done..whole {
+        dst[q] = pair(src[2 * q], src[2 * q + 1]);
+    }
+    if src.len() % 2 == 1 {
+        dst[whole] = pair(src[src.len() - 1], 0.0);
     }
 }
 
@@ -279,6 +362,27 @@ pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
 /// # Panics
 /// When the CPU cannot run `path` (see [`paths`]) or the shapes disagree.
 pub fn product_on(path: Path, a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
+    product_with(path, a, b, out, finish, false);
+}
+
+/// [`product`] in one piece on the calling thread: for the small products of a task that is
+/// itself one of many run in parallel (a head of attention), where splitting costs more than
+/// it spreads.
+pub fn product_serial(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
+    let path = paths().first().copied();
+    let path =
+        path.expect("bf16 product on a CPU without AVX512-BF16: check bf16::supported() first");
+    product_with(path, a, b, out, finish, true);
+}
+
+fn product_with(
+    path: Path,
+    a: &Rows,
+    b: &Panels,
+    out: &mut [f32],
+    finish: Finish<'_>,
+    serial: bool,
+) {
     let (m, n) = (a.m, b.n);
     assert_eq!(a.kq, b.k.div_ceil(2), "bf16 product: a and b differ in k");
     assert_eq!(out.len(), m * n, "bf16 product: out is not [{m}, {n}]");
@@ -315,14 +419,18 @@ pub fn product_on(path: Path, a: &Rows, b: &Panels, out: &mut [f32], finish: Fin
     // with AMX-BF16 has too.
     let amx = path == Path::Amx && kq.is_multiple_of(crate::amx::KQ_STEP);
     let mr_max = if amx { crate::amx::ROWS } else { MR };
-    let rows = crate::row_block(m, 4 * kq, 48 * 1024, mr_max);
+    let rows = if serial {
+        m
+    } else {
+        crate::row_block(m, 4 * kq, 48 * 1024, mr_max)
+    };
     #[cfg(target_arch = "x86_64")]
     out.par_chunks_mut(rows * n)
         .zip(a.data.par_chunks(rows * kq.max(1)))
         .for_each(|(ob, ab)| {
             let mb = ob.len() / n;
             let tiles = amx.then(crate::amx::Tiles::load);
-            let mut scratch = Vec::new();
+            let mut scratch = amx::Scratch::default();
             for p in 0..n.div_ceil(NR) {
                 let panel = &b.data[p * kq * NR..(p + 1) * kq * NR];
                 let j0 = p * NR;
@@ -359,32 +467,52 @@ pub fn product_on(path: Path, a: &Rows, b: &Panels, out: &mut [f32], finish: Fin
 /// out. `row` holds the sums.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn finish_row(row: &mut [f32; NR], bias: &[f32], dst: &mut [f32], finish: Finish<'_>) {
+unsafe fn finish_row(row: &[f32], bias: &[f32], dst: &mut [f32], finish: Finish<'_>) {
     use std::arch::x86_64::*;
-    for h in 0..2 {
-        let v = _mm512_add_ps(
+    assert!(row.len() == NR && bias.len() == NR && dst.len() <= NR);
+    let width = dst.len();
+    let masks = [
+        ((1u32 << width.min(16)) - 1) as __mmask16,
+        ((1u32 << width.saturating_sub(16)) - 1) as __mmask16,
+    ];
+    for (h, &mask) in masks.iter().enumerate() {
+        // Past `dst` only where the mask is empty, which loads and stores nothing.
+        let at = dst.as_mut_ptr().wrapping_add(16 * h);
+        let mut v = _mm512_add_ps(
             _mm512_loadu_ps(row.as_ptr().add(16 * h)),
             _mm512_loadu_ps(bias.as_ptr().add(16 * h)),
         );
-        _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), v);
-    }
-    if finish.accumulate {
-        for (r, d) in row.iter_mut().zip(dst.iter()) {
-            *r += *d;
+        if finish.accumulate {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, at));
         }
+        if finish.epilogue == Epilogue::Gelu {
+            // The same operations as the AVX2 GELU lane for lane.
+            v = crate::math::avx512::gelu16(v);
+        }
+        _mm512_mask_storeu_ps(at, mask, v);
     }
-    if finish.epilogue == Epilogue::Gelu {
-        // supported() checked AVX2+FMA as well, which the GELU kernel needs.
-        crate::math::gelu_inplace(crate::Isa::Avx2Fma, row);
-    }
-    let width = dst.len();
-    dst.copy_from_slice(&row[..width]);
 }
 
 #[cfg(target_arch = "x86_64")]
 mod amx {
     use super::{Finish, NR};
     use crate::amx::{Tiles, ROWS};
+
+    /// The tile's buffers, made once per block of rows: a copy of a short block's rows, padded
+    /// to the 32 the tiles read, and the sums the tiles store.
+    pub(super) struct Scratch {
+        rows: Vec<u32>,
+        sums: Box<[f32; ROWS * NR]>,
+    }
+
+    impl Default for Scratch {
+        fn default() -> Self {
+            Self {
+                rows: Vec::new(),
+                sums: Box::new([0.0; ROWS * NR]),
+            }
+        }
+    }
 
     /// One `mr × 32` tile (mr ≤ 32): the block's sums from the AMX tiles, then the AVX-512
     /// tile's epilogue. A block of fewer than 32 rows is copied into `scratch` first, since
@@ -393,7 +521,7 @@ mod amx {
     pub(super) unsafe fn tile(
         tiles: &Tiles,
         (a, kq, mr): (&[u32], usize, usize),
-        scratch: &mut Vec<u32>,
+        scratch: &mut Scratch,
         panel: &[u32],
         bias: &[f32],
         (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
@@ -403,20 +531,18 @@ mod amx {
         assert!(a.len() == mr * kq && panel.len() == kq * NR && bias.len() == NR);
         assert!((mr - 1) * ldo + j0 + width <= out.len());
         let a = if mr < ROWS {
-            scratch.clear();
-            scratch.extend_from_slice(a);
-            scratch.resize(ROWS * kq, 0);
-            &scratch[..]
+            scratch.rows.clear();
+            scratch.rows.extend_from_slice(a);
+            scratch.rows.resize(ROWS * kq, 0);
+            &scratch.rows[..]
         } else {
             a
         };
-        let mut sums = [0f32; ROWS * NR];
-        tiles.bf16_sums(a, kq, panel, &mut sums);
-        for (i, block) in sums.chunks_exact(NR).take(mr).enumerate() {
-            let mut row = [0f32; NR];
-            row.copy_from_slice(block);
+        let sums = &mut *scratch.sums;
+        tiles.bf16_sums(a, kq, panel, sums);
+        for (i, row) in sums.chunks_exact(NR).take(mr).enumerate() {
             let dst = &mut out[i * ldo + j0..i * ldo + j0 + width];
-            super::finish_row(&mut row, bias, dst, finish);
+            super::finish_row(row, bias, dst, finish);
         }
     }
 }
@@ -489,17 +615,20 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn matrix_pairs(
         b: &[f32],
-        (k, n): (usize, usize),
+        (k, n, ldb): (usize, usize, usize),
         j0: usize,
         panel: &mut [u32],
     ) {
         let kq = panel.len() / NR;
-        assert!(j0 < n && b.len() == k * n && panel.len() == kq * NR);
+        assert!(j0 < n && ldb >= n && panel.len() == kq * NR);
+        assert!(k == 0 || b.len() >= (k - 1) * ldb + n);
         let width = NR.min(n - j0);
         let masks = [lanes(width), lanes(width.saturating_sub(16))];
         let half = |kk: usize, h: usize| {
             if kk < k {
-                _mm512_maskz_loadu_ps(masks[h], b.as_ptr().add(kk * n + j0 + 16 * h))
+                // Past the slice only where the mask is empty, which loads nothing.
+                let at = b.as_ptr().wrapping_add(kk * ldb + j0 + 16 * h);
+                _mm512_maskz_loadu_ps(masks[h], at)
             } else {
                 _mm512_setzero_ps()
             }
@@ -569,7 +698,7 @@ mod avx512 {
                 _mm512_storeu_ps(row.as_mut_ptr().add(16 * h), *v);
             }
             let dst = &mut out[i * ldo + j0..i * ldo + j0 + width];
-            super::finish_row(&mut row, bias, dst, finish);
+            super::finish_row(&row, bias, dst, finish);
         }
     }
 }
@@ -632,7 +761,7 @@ pub fn matmul(
     let panels = match (b_t, kp == k) {
         (true, true) => Panels::from_weight(b, n, k),
         (true, false) => Panels::from_fn(kp, n, |kk, j| if kk < k { b[j * k + kk] } else { 0.0 }),
-        (false, _) => Panels::from_matrix(b, k, n, kp),
+        (false, _) => Panels::from_matrix(b, (k, n, n), kp),
     };
     let finish = Finish {
         bias: None,

@@ -94,6 +94,25 @@ pub fn gelu_with_grad(isa: Isa, u: &[f32], y: &mut [f32], d: &mut [f32]) {
     }
 }
 
+/// [`softmax_inplace`] on a row, then its probabilities as bf16 pairs in `pairs` (see
+/// `avx512::softmax_to_pairs`). Needs AVX512-BF16 ([`crate::bf16::supported`]).
+pub fn softmax_to_pairs(row: &mut [f32], scale: f32, pairs: &mut [u32]) {
+    assert!(
+        crate::bf16::supported(),
+        "softmax_to_pairs needs AVX512-BF16"
+    );
+    assert_eq!(
+        pairs.len(),
+        row.len().div_ceil(2),
+        "softmax_to_pairs: pairs for the row"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX512-F and AVX512-BF16 checked above; the lengths match.
+    unsafe {
+        avx512::softmax_to_pairs(row, scale, pairs)
+    }
+}
+
 /// `row = softmax(row * scale)`, in place, stable (the row's maximum is subtracted first).
 pub fn softmax_inplace(isa: Isa, row: &mut [f32], scale: f32) {
     if row.is_empty() {
@@ -320,7 +339,7 @@ pub(crate) mod avx512 {
     /// The lanes of a row's last, partial register.
     #[inline]
     fn tail_mask(len: usize) -> __mmask16 {
-        debug_assert!(len < 16);
+        debug_assert!(len <= 16);
         ((1u32 << len) - 1) as __mmask16
     }
 
@@ -338,8 +357,40 @@ pub(crate) mod avx512 {
         }
     }
 
+    /// [`softmax_inplace`], then the probabilities rounded to bf16 pairs into `pairs`
+    /// (`ceil(len / 2)` of them; an odd row's last pair has a zero): the left operand of an
+    /// attention head's `P V` ([`crate::bf16::Rows`]), without a pass of its own.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(crate) unsafe fn softmax_to_pairs(row: &mut [f32], scale: f32, pairs: &mut [u32]) {
+        let len = row.len();
+        assert!(pairs.len() == len.div_ceil(2));
+        // Unnormalised: the exponentials and their sum, then one pass scales and rounds.
+        let inv = exp_rows(row, scale);
+        let vi = _mm512_set1_ps(inv);
+        let p = row.as_ptr();
+        let mut i = 0;
+        while i < len {
+            let (m0, m1) = (
+                tail_mask((len - i).min(16)),
+                tail_mask((len - i).saturating_sub(16).min(16)),
+            );
+            let lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(m0, p.add(i)), vi);
+            let hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(m1, p.wrapping_add(i + 16)), vi);
+            let bf = _mm512_cvtne2ps_pbh(hi, lo);
+            let words = (len - i).min(32).div_ceil(2);
+            let out = pairs.as_mut_ptr().add(i / 2);
+            _mm512_mask_storeu_epi32(
+                out.cast(),
+                tail_mask(words),
+                std::mem::transmute::<__m512bh, __m512i>(bf),
+            );
+            i += 32;
+        }
+    }
+
+    /// The first two passes of a softmax: `row = e^((row − max) · scale)`; returns 1 / sum.
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn softmax_inplace(row: &mut [f32], scale: f32) {
+    unsafe fn exp_rows(row: &mut [f32], scale: f32) -> f32 {
         let len = row.len();
         let n16 = len / 16 * 16;
         let p = row.as_mut_ptr();
@@ -368,7 +419,16 @@ pub(crate) mod avx512 {
             vsum = _mm512_mask_add_ps(vsum, m, vsum, e);
             _mm512_mask_storeu_ps(p.add(n16), m, e);
         }
-        let vi = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(vsum));
+        1.0 / _mm512_reduce_add_ps(vsum)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn softmax_inplace(row: &mut [f32], scale: f32) {
+        let vi = _mm512_set1_ps(exp_rows(row, scale));
+        let len = row.len();
+        let n16 = len / 16 * 16;
+        let p = row.as_mut_ptr();
+        let tail = (n16 < len).then(|| tail_mask(len - n16));
         for i in (0..n16).step_by(16) {
             _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), vi));
         }

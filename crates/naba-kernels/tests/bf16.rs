@@ -153,8 +153,23 @@ proptest! {
         let rows = Rows::from_transposed(&a, m, k, kp);
         let plain = Rows::from_fn(m, kp, |i, kk| if kk < k { a[kk * m + i] } else { 0.0 });
         prop_assert_eq!(rows, plain);
-        let panels = Panels::from_matrix(&a, k, m, kp);
+        let panels = Panels::from_matrix(&a, (k, m, m), kp);
         let plain = Panels::from_fn(kp, m, |kk, j| if kk < k { a[kk * m + j] } else { 0.0 });
+        prop_assert_eq!(panels, plain);
+        // The strided packers of attention: `a` read as `k` rows of the first `wd` of its `m`
+        // columns, as panels, as rows (padded) and as a weight, against the same reads.
+        let wd = m.div_ceil(2);
+        let panels = Panels::from_matrix(&a, (k, wd, m), kp);
+        let plain = Panels::from_fn(kp, wd, |kk, j| if kk < k { a[kk * m + j] } else { 0.0 });
+        prop_assert_eq!(panels, plain);
+        let rows = Rows::from_strided(&a, (k, wd, m), wd + pad);
+        let plain = Rows::from_fn(k, wd + pad, |i, j| if j < wd { a[i * m + j] } else { 0.0 });
+        prop_assert_eq!(rows, plain);
+        let rows = Rows::from_strided(&a, (m, k, k), kp);
+        let plain = Rows::from_fn(m, kp, |i, j| if j < k { a[i * k + j] } else { 0.0 });
+        prop_assert_eq!(rows, plain);
+        let panels = Panels::from_weight_strided(&a, (k, wd, m));
+        let plain = Panels::from_fn(wd, k, |kk, j| a[j * m + kk]);
         prop_assert_eq!(panels, plain);
     }
 

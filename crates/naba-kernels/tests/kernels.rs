@@ -188,6 +188,83 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Softmax straight into bf16 pairs against the f32 softmax rounded by `bf16::round`: the
+    /// same bits, but for probabilities below f32's smallest normal, which the hardware
+    /// rounding flushes to zero.
+    #[test]
+    fn softmax_to_pairs_rounds_the_f32_softmax(n in 1usize..300, seed in any::<u64>(),
+                                               spread in 0.1f32..30.0, scale in 0.05f32..2.0) {
+        if !naba_kernels::bf16::supported() {
+            return Ok(());
+        }
+        let xs = values(n, seed, spread);
+        let mut want = xs.clone();
+        math::softmax_inplace(Isa::Avx512, &mut want, scale);
+        let mut row = xs.clone();
+        let mut pairs = vec![0u32; n.div_ceil(2)];
+        math::softmax_to_pairs(&mut row, scale, &mut pairs);
+        for (i, w) in want.iter().enumerate() {
+            let got = (pairs[i / 2] >> (16 * (i % 2))) as u16;
+            let expect = naba_kernels::bf16::round(*w);
+            prop_assert!(got == expect || (w.abs() < f32::MIN_POSITIVE && got == 0), "[{}] {:#x} vs {:#x}", i, got, expect);
+        }
+        if n % 2 == 1 {
+            prop_assert_eq!(pairs[n / 2] >> 16, 0);
+        }
+    }
+
+    /// The AMX path of attention against f64 on the same bf16-rounded Q, K and V, its
+    /// probabilities rounded to bf16 too: each may round the other way from the kernel's f32
+    /// ones (one bf16 step, 2⁻⁸ of it), so the bound is 2⁻⁷ of Σ|p·v| per output, beside
+    /// the f32 sums. Lengths reach past 32 (the padding of `P V`) and head widths include 32
+    /// (whole tile rows for `Q Kᵀ`). Where the CPU has no AMX-BF16 it says so.
+    #[test]
+    fn bf16_attention_matches_f64_on_bf16_operands(
+        lens in proptest::collection::vec(1usize..70, 1..3), heads in 1usize..3,
+        hd in prop_oneof![1usize..40, Just(32usize), Just(64usize)], seed in any::<u64>(),
+    ) {
+        if !attention::bf16_supported() {
+            eprintln!("this CPU has no AMX-BF16: bf16 attention is not run here");
+            return Ok(());
+        }
+        let rb = |x: f32| f64::from(naba_kernels::bf16::widen(naba_kernels::bf16::round(x)));
+        let hidden = heads * hd;
+        let mut offsets = vec![0];
+        for l in &lens { offsets.push(offsets.last().copied().unwrap_or(0) + l); }
+        let tokens = *offsets.last().unwrap_or(&0);
+        let qkv = values(tokens * 3 * hidden, seed, 2.0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut got = vec![f32::NAN; tokens * hidden];
+        attention::packed_attention_bf16(&qkv, &offsets, heads, scale, &mut got);
+        for s in 0..lens.len() {
+            let (a, z) = (offsets[s], offsets[s + 1]);
+            for h in 0..heads {
+                let at = |t: usize, part: usize, d: usize| qkv[t * 3 * hidden + part * hidden + h * hd + d];
+                for i in a..z {
+                    let scores: Vec<f64> = (a..z).map(|j| (0..hd).map(|d| {
+                        rb(at(i, 0, d)) * rb(at(j, 1, d))
+                    }).sum::<f64>() * f64::from(scale)).collect();
+                    let mx = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores.iter().map(|v| (v - mx).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let terms: Vec<f64> = (a..z).zip(&e)
+                            .map(|(j, p)| rb((p / sum) as f32) * rb(at(j, 2, d))).collect();
+                        let want: f64 = terms.iter().sum();
+                        let mag: f64 = terms.iter().map(|t| t.abs()).sum();
+                        let g = f64::from(got[i * hidden + h * hd + d]);
+                        prop_assert!((g - want).abs() <= mag / 128.0 + 1e-4,
+                            "[{}, {}, {}]: {} vs {} (Σ|p·v| {})", i, h, d, g, want, mag);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn custom_ops_match_candle_ops() -> candle_core::Result<()> {
     let dev = Device::Cpu;
