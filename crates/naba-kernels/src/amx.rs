@@ -204,6 +204,18 @@ impl Tiles {
     }
 }
 
+/// `a` (`mr ≤ 32` rows of `kq`) as the 32 rows a block reads: itself when whole, else copied
+/// into `scratch` and padded with zero rows, whose sums are computed and never stored.
+pub fn padded<'a>(a: &'a [u32], kq: usize, scratch: &'a mut Vec<u32>) -> &'a [u32] {
+    if a.len() >= ROWS * kq {
+        return a;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(a);
+    scratch.resize(ROWS * kq, 0);
+    scratch
+}
+
 fn check(a: &[u32], kq: usize, panel: &[u32]) {
     assert!(kq > 0 && kq.is_multiple_of(KQ_STEP), "AMX sums: kq = {kq}");
     assert!(a.len() >= ROWS * kq && panel.len() >= kq * COLS);

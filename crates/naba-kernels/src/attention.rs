@@ -546,10 +546,7 @@ mod avx512 {
                 acc[i][1] = _mm512_fmadd_ps(x, v1, acc[i][1]);
             }
         }
-        let masks = [
-            ((1u32 << width.min(NR)) - 1) as __mmask16,
-            ((1u32 << width.saturating_sub(NR)) - 1) as __mmask16,
-        ];
+        let masks = crate::math::avx512::width_masks(width);
         for (i, v) in acc.iter().enumerate().take(mr) {
             _mm512_mask_storeu_ps(out.add(i * ldo), masks[0], v[0]);
             // Past the buffer where width ≤ 16: then the mask is empty, which stores nothing

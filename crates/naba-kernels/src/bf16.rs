@@ -471,10 +471,7 @@ unsafe fn finish_row(row: &[f32], bias: &[f32], dst: &mut [f32], finish: Finish<
     use std::arch::x86_64::*;
     assert!(row.len() == NR && bias.len() == NR && dst.len() <= NR);
     let width = dst.len();
-    let masks = [
-        ((1u32 << width.min(16)) - 1) as __mmask16,
-        ((1u32 << width.saturating_sub(16)) - 1) as __mmask16,
-    ];
+    let masks = crate::math::avx512::width_masks(width);
     for (h, &mask) in masks.iter().enumerate() {
         // Past `dst` only where the mask is empty, which loads and stores nothing.
         let at = dst.as_mut_ptr().wrapping_add(16 * h);
@@ -530,14 +527,7 @@ mod amx {
         assert!((1..=ROWS).contains(&mr) && (1..=NR).contains(&width));
         assert!(a.len() == mr * kq && panel.len() == kq * NR && bias.len() == NR);
         assert!((mr - 1) * ldo + j0 + width <= out.len());
-        let a = if mr < ROWS {
-            scratch.rows.clear();
-            scratch.rows.extend_from_slice(a);
-            scratch.rows.resize(ROWS * kq, 0);
-            &scratch.rows[..]
-        } else {
-            a
-        };
+        let a = crate::amx::padded(a, kq, &mut scratch.rows);
         let sums = &mut *scratch.sums;
         tiles.bf16_sums(a, kq, panel, sums);
         for (i, row) in sums.chunks_exact(NR).take(mr).enumerate() {

@@ -495,6 +495,19 @@ mod avx512 {
         amax / 127.0
     }
 
+    /// A panel's 32 column scales, offsets and biases, as two registers each.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn columns(cols: &Columns<'_>) -> ([__m512; 2], [__m512i; 2], [__m512; 2]) {
+        let two = |p: *const f32| [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))];
+        let off = cols.offset.as_ptr();
+        let offsets = [
+            _mm512_loadu_si512(off.cast()),
+            _mm512_loadu_si512(off.add(16).cast()),
+        ];
+        (two(cols.scale.as_ptr()), offsets, two(cols.bias.as_ptr()))
+    }
+
     /// One `mr × 32` tile: integer sums over the quads, then
     /// `(sum − offset_j) · scale_i · scale_j + bias_j` and the epilogue.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
@@ -522,18 +535,7 @@ mod avx512 {
                 acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
             }
         }
-        let sw = [
-            _mm512_loadu_ps(cols.scale.as_ptr()),
-            _mm512_loadu_ps(cols.scale.as_ptr().add(16)),
-        ];
-        let off = [
-            _mm512_loadu_si512(cols.offset.as_ptr().cast()),
-            _mm512_loadu_si512(cols.offset.as_ptr().add(16).cast()),
-        ];
-        let bv = [
-            _mm512_loadu_ps(cols.bias.as_ptr()),
-            _mm512_loadu_ps(cols.bias.as_ptr().add(16)),
-        ];
+        let (sw, off, bv) = columns(cols);
         for (i, acc) in acc.iter().enumerate().take(mr) {
             let sa = _mm512_set1_ps(row_scale[i]);
             let mut row = [0f32; NR];
@@ -570,39 +572,17 @@ mod amx {
         (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
         epilogue: Epilogue,
     ) {
-        let mr = row_scale.len();
         super::check_tile(
             (a, row_scale, kq, panel),
             cols,
             (&*out, ldo, j0, width),
             ROWS,
         );
-        let a = if mr < ROWS {
-            scratch.rows.clear();
-            scratch.rows.extend_from_slice(a);
-            scratch.rows.resize(ROWS * kq, 0);
-            &scratch.rows[..]
-        } else {
-            a
-        };
+        let a = crate::amx::padded(a, kq, &mut scratch.rows);
         let sums = &mut *scratch.sums;
         tiles.int8_sums(a, kq, panel, sums);
-        let masks = [
-            ((1u32 << width.min(16)) - 1) as __mmask16,
-            ((1u32 << width.saturating_sub(16)) - 1) as __mmask16,
-        ];
-        let sw = [
-            _mm512_loadu_ps(cols.scale.as_ptr()),
-            _mm512_loadu_ps(cols.scale.as_ptr().add(16)),
-        ];
-        let off = [
-            _mm512_loadu_si512(cols.offset.as_ptr().cast()),
-            _mm512_loadu_si512(cols.offset.as_ptr().add(16).cast()),
-        ];
-        let bv = [
-            _mm512_loadu_ps(cols.bias.as_ptr()),
-            _mm512_loadu_ps(cols.bias.as_ptr().add(16)),
-        ];
+        let masks = crate::math::avx512::width_masks(width);
+        let (sw, off, bv) = super::avx512::columns(cols);
         for (i, &scale) in row_scale.iter().enumerate() {
             let sa = _mm512_set1_ps(scale);
             let mut row = [_mm512_setzero_ps(); 2];

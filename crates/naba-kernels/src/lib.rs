@@ -1,9 +1,10 @@
 //! The CPU kernels beneath naba's encoder, kept apart from the model code the way candle keeps
 //! candle-core apart from candle-transformers: each kernel is a small function over `f32`
 //! slices with one job, a plain portable version, and an AVX2+FMA version chosen at run time
-//! ([`isa`]); matrix products also run in int8 with AVX2, AVX-VNNI or AVX512-VNNI ([`int8`])
-//! or in bf16 with f32 sums on AVX512-BF16 ([`bf16`]), chosen by [`Precision`]; [`ops`] wraps
-//! them as candle custom ops so the encoder still reads as a model.
+//! ([`isa`]), with AVX-512 versions where 16 lanes pay; matrix products also run in int8 with
+//! AVX2, AVX-VNNI, AVX512-VNNI or AMX tiles ([`int8`], [`amx`]) or in bf16 with f32 sums on
+//! AVX512-BF16 or AMX ([`bf16`]), chosen by [`Precision`]; [`ops`] wraps them as candle custom
+//! ops so the encoder still reads as a model.
 //!
 //! What is here and why: candle runs bias, GELU, residual add, layer norm and softmax as
 //! separate passes over memory, materialises attention per head after transposes, and pads

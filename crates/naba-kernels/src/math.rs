@@ -336,6 +336,15 @@ pub(crate) mod avx512 {
         )
     }
 
+    /// The lanes of a 32-wide row of `width` values, as masks of its two registers.
+    #[inline]
+    pub(crate) fn width_masks(width: usize) -> [__mmask16; 2] {
+        [
+            tail_mask(width.min(16)),
+            tail_mask(width.saturating_sub(16).min(16)),
+        ]
+    }
+
     /// The lanes of a row's last, partial register.
     #[inline]
     fn tail_mask(len: usize) -> __mmask16 {

@@ -260,11 +260,16 @@ impl PackedAttention {
             heads,
             scale,
             isa: Isa::best(),
-            // With int8 or bf16 products and AMX tiles, the two attention products run in bf16
-            // as well: within the 0.5 F1 points of the suite (README, Speed), and f32 products
-            // keep f32 attention.
-            bf16: Precision::best() != Precision::F32 && attention::bf16_supported(),
+            bf16: false,
         })
+    }
+
+    /// Attention for a model whose linear layers multiply in `products`: with int8 or bf16
+    /// and AMX tiles, its two products run in bf16 on them too (within the 0.5 F1 points of
+    /// the suite: README, Speed); f32 products keep f32 attention, the default.
+    pub fn with_products(mut self, products: Precision) -> Self {
+        self.bf16 = products != Precision::F32 && attention::bf16_supported();
+        self
     }
 
     pub fn forward(&self, qkv: &Tensor) -> Result<Tensor> {

@@ -152,12 +152,7 @@ proptest! {
     #[test]
     fn packed_attention_matches_f64(lens in proptest::collection::vec(0usize..41, 1..4),
                                     heads in 1usize..4, hd in 1usize..37, seed in any::<u64>()) {
-        let hidden = heads * hd;
-        let mut offsets = vec![0];
-        for l in &lens { offsets.push(offsets.last().copied().unwrap_or(0) + l); }
-        let tokens = *offsets.last().unwrap_or(&0);
-        let qkv = values(tokens * 3 * hidden, seed, 2.0);
-        let scale = 1.0 / (hd as f32).sqrt();
+        let (hidden, offsets, tokens, qkv, scale) = attention_case(&lens, heads, hd, seed);
         let mut want = vec![0f32; tokens * hidden];
         for s in 0..lens.len() {
             let (a, z) = (offsets[s], offsets[s + 1]);
@@ -231,12 +226,7 @@ proptest! {
             return Ok(());
         }
         let rb = |x: f32| f64::from(naba_kernels::bf16::widen(naba_kernels::bf16::round(x)));
-        let hidden = heads * hd;
-        let mut offsets = vec![0];
-        for l in &lens { offsets.push(offsets.last().copied().unwrap_or(0) + l); }
-        let tokens = *offsets.last().unwrap_or(&0);
-        let qkv = values(tokens * 3 * hidden, seed, 2.0);
-        let scale = 1.0 / (hd as f32).sqrt();
+        let (hidden, offsets, tokens, qkv, scale) = attention_case(&lens, heads, hd, seed);
         let mut got = vec![f32::NAN; tokens * hidden];
         attention::packed_attention_bf16(&qkv, &offsets, heads, scale, &mut got);
         for s in 0..lens.len() {
@@ -263,6 +253,24 @@ proptest! {
             }
         }
     }
+}
+
+/// A packed attention case: the hidden width, the offsets of sequences of `lens` tokens, the
+/// token count, a random fused QKV matrix and the usual `1/sqrt(hd)` scale.
+fn attention_case(
+    lens: &[usize],
+    heads: usize,
+    hd: usize,
+    seed: u64,
+) -> (usize, Vec<usize>, usize, Vec<f32>, f32) {
+    let hidden = heads * hd;
+    let mut offsets = vec![0];
+    for l in lens {
+        offsets.push(offsets.last().copied().unwrap_or(0) + l);
+    }
+    let tokens = *offsets.last().unwrap_or(&0);
+    let qkv = values(tokens * 3 * hidden, seed, 2.0);
+    (hidden, offsets, tokens, qkv, 1.0 / (hd as f32).sqrt())
 }
 
 #[test]

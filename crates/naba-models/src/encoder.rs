@@ -373,7 +373,11 @@ impl Encoder {
         }
         let mut x = embedding_norm.forward(&x.contiguous()?)?;
         let scale = 1.0 / (self.config.head_dim() as f32).sqrt();
-        let attention = PackedAttention::new(offsets, self.config.num_heads, scale)?;
+        // Attention's products follow the linear layers': bf16 on AMX tiles with int8 or bf16
+        // products, f32 with f32 ones.
+        let products = blocks.first().map_or(Precision::F32, |b| b.qkv.precision());
+        let attention =
+            PackedAttention::new(offsets, self.config.num_heads, scale)?.with_products(products);
         for blk in blocks {
             let ctx = attention.forward(&blk.qkv.forward(&x)?)?;
             let attn = blk
