@@ -5,9 +5,10 @@
 //!
 //! What every AMX kernel needs lives here: detection (the CPU's bits, and Linux's permission:
 //! the tile state is 8 KB a thread, so a process must ask for it before its first tile
-//! instruction), the tile configuration, and the block of int8 sums [`crate::int8`] puts its
-//! epilogue around. Rust has no stable AMX intrinsics or target features, so the instructions
-//! are inline assembly, reached only after [`int8_supported`] said yes.
+//! instruction), the tile configuration, and the blocks of int8 and bf16 sums that
+//! [`crate::int8`] and [`crate::bf16`] put their epilogues around. Rust has no stable AMX
+//! intrinsics or target features, so the instructions are inline assembly, reached only after
+//! [`int8_supported`] or [`bf16_supported`] said yes.
 
 use std::sync::OnceLock;
 
