@@ -203,11 +203,55 @@ impl Tiles {
             block!("tdpbf16ps", a, kq, panel, sums.as_mut_ptr());
         }
     }
+
+    /// [`Tiles::int8_sums`] of `mr ≤ 32` rows (`a` holds `mr · kq`), into `scratch`'s sums; rows
+    /// past `mr` are zeros.
+    pub fn int8_block<'s>(
+        &self,
+        a: &[u32],
+        kq: usize,
+        panel: &[u32],
+        scratch: &'s mut Scratch<i32>,
+    ) -> &'s [i32; ROWS * COLS] {
+        let a = padded(a, kq, &mut scratch.rows);
+        self.int8_sums(a, kq, panel, &mut scratch.sums);
+        &scratch.sums
+    }
+
+    /// [`Tiles::bf16_sums`] of `mr ≤ 32` rows, as [`Tiles::int8_block`].
+    pub fn bf16_block<'s>(
+        &self,
+        a: &[u32],
+        kq: usize,
+        panel: &[u32],
+        scratch: &'s mut Scratch<f32>,
+    ) -> &'s [f32; ROWS * COLS] {
+        let a = padded(a, kq, &mut scratch.rows);
+        self.bf16_sums(a, kq, panel, &mut scratch.sums);
+        &scratch.sums
+    }
+}
+
+/// A block's buffers, made once per run of blocks and reused by each: a copy of a short
+/// block's rows, padded to the 32 the tiles read, and the sums the tiles store (`i32` for
+/// int8, `f32` for bf16).
+pub struct Scratch<T> {
+    rows: Vec<u32>,
+    sums: Box<[T; ROWS * COLS]>,
+}
+
+impl<T: Copy + Default> Default for Scratch<T> {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            sums: Box::new([T::default(); ROWS * COLS]),
+        }
+    }
 }
 
 /// `a` (`mr ≤ 32` rows of `kq`) as the 32 rows a block reads: itself when whole, else copied
 /// into `scratch` and padded with zero rows, whose sums are computed and never stored.
-pub fn padded<'a>(a: &'a [u32], kq: usize, scratch: &'a mut Vec<u32>) -> &'a [u32] {
+fn padded<'a>(a: &'a [u32], kq: usize, scratch: &'a mut Vec<u32>) -> &'a [u32] {
     if a.len() >= ROWS * kq {
         return a;
     }

@@ -199,15 +199,15 @@ fn attend(
                 }
             };
             let [q, k, v] = head_qkv(qkv, start, hidden, h * hd);
+            let head = Head {
+                q,
+                k,
+                v,
+                stride,
+                len,
+                hd,
+            };
             if amx {
-                let head = Head {
-                    q,
-                    k,
-                    v,
-                    stride,
-                    len,
-                    hd,
-                };
                 let o = head_amx(&head, p, scale, &mut scratch.tiles);
                 for (i, row) in o.chunks_exact(hd).enumerate() {
                     // SAFETY: row start + i, columns h·hd..h·hd+hd of [tokens, hidden]: this
@@ -221,14 +221,6 @@ fn attend(
             }
             #[cfg(target_arch = "x86_64")]
             if isa.has_avx2() {
-                let head = Head {
-                    q,
-                    k,
-                    v,
-                    stride,
-                    len,
-                    hd,
-                };
                 // SAFETY: the ISA comes from run-time detection; the output block (rows
                 // start..start+len, columns h·hd..h·hd+hd of [tokens, hidden]) belongs to this
                 // task alone.
@@ -332,7 +324,7 @@ struct Head<'a> {
     hd: usize,
 }
 
-/// Scores, softmax and `P V` of one head in 6×16 tiles (16×16 with AVX-512), the output
+/// Scores, softmax and `P V` of one head in 6×16 tiles (8×32 with AVX-512), the output
 /// written to `dst` (row `i` at `dst + i · ld`, `hd` columns).
 ///
 /// # Safety

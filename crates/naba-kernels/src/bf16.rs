@@ -351,10 +351,12 @@ pub struct Finish<'a> {
 /// # Panics
 /// When the CPU lacks AVX512-BF16 (check [`supported`]) or the shapes disagree.
 pub fn product(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
+    product_with(fastest(), a, b, out, finish, false);
+}
+
+fn fastest() -> Path {
     let path = paths().first().copied();
-    let path =
-        path.expect("bf16 product on a CPU without AVX512-BF16: check bf16::supported() first");
-    product_on(path, a, b, out, finish);
+    path.expect("bf16 product on a CPU without AVX512-BF16: check bf16::supported() first")
 }
 
 /// [`product`] on a given path (tests compare every path this CPU has).
@@ -369,10 +371,7 @@ pub fn product_on(path: Path, a: &Rows, b: &Panels, out: &mut [f32], finish: Fin
 /// itself one of many run in parallel (a head of attention), where splitting costs more than
 /// it spreads.
 pub fn product_serial(a: &Rows, b: &Panels, out: &mut [f32], finish: Finish<'_>) {
-    let path = paths().first().copied();
-    let path =
-        path.expect("bf16 product on a CPU without AVX512-BF16: check bf16::supported() first");
-    product_with(path, a, b, out, finish, true);
+    product_with(fastest(), a, b, out, finish, true);
 }
 
 fn product_with(
@@ -430,7 +429,7 @@ fn product_with(
         .for_each(|(ob, ab)| {
             let mb = ob.len() / n;
             let tiles = amx.then(crate::amx::Tiles::load);
-            let mut scratch = amx::Scratch::default();
+            let mut scratch = crate::amx::Scratch::default();
             for p in 0..n.div_ceil(NR) {
                 let panel = &b.data[p * kq * NR..(p + 1) * kq * NR];
                 let j0 = p * NR;
@@ -493,23 +492,7 @@ unsafe fn finish_row(row: &[f32], bias: &[f32], dst: &mut [f32], finish: Finish<
 #[cfg(target_arch = "x86_64")]
 mod amx {
     use super::{Finish, NR};
-    use crate::amx::{Tiles, ROWS};
-
-    /// The tile's buffers, made once per block of rows: a copy of a short block's rows, padded
-    /// to the 32 the tiles read, and the sums the tiles store.
-    pub(super) struct Scratch {
-        rows: Vec<u32>,
-        sums: Box<[f32; ROWS * NR]>,
-    }
-
-    impl Default for Scratch {
-        fn default() -> Self {
-            Self {
-                rows: Vec::new(),
-                sums: Box::new([0.0; ROWS * NR]),
-            }
-        }
-    }
+    use crate::amx::{Scratch, Tiles, ROWS};
 
     /// One `mr × 32` tile (mr ≤ 32): the block's sums from the AMX tiles, then the AVX-512
     /// tile's epilogue. A block of fewer than 32 rows is copied into `scratch` first, since
@@ -518,7 +501,7 @@ mod amx {
     pub(super) unsafe fn tile(
         tiles: &Tiles,
         (a, kq, mr): (&[u32], usize, usize),
-        scratch: &mut Scratch,
+        scratch: &mut Scratch<f32>,
         panel: &[u32],
         bias: &[f32],
         (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
@@ -527,9 +510,7 @@ mod amx {
         assert!((1..=ROWS).contains(&mr) && (1..=NR).contains(&width));
         assert!(a.len() == mr * kq && panel.len() == kq * NR && bias.len() == NR);
         assert!((mr - 1) * ldo + j0 + width <= out.len());
-        let a = crate::amx::padded(a, kq, &mut scratch.rows);
-        let sums = &mut *scratch.sums;
-        tiles.bf16_sums(a, kq, panel, sums);
+        let sums = tiles.bf16_block(a, kq, panel, scratch);
         for (i, row) in sums.chunks_exact(NR).take(mr).enumerate() {
             let dst = &mut out[i * ldo + j0..i * ldo + j0 + width];
             super::finish_row(row, bias, dst, finish);
@@ -564,10 +545,6 @@ mod avx512 {
         _mm512_or_si512(round16(even), _mm512_slli_epi32::<16>(round16(odd)))
     }
 
-    fn lanes(n: usize) -> __mmask16 {
-        ((1u32 << n.min(16)) - 1) as __mmask16
-    }
-
     /// Rows `i0..i0 + height` of [`super::Rows::from_transposed`] (`height = rows.len() / kq`
     /// ≤ 16): pair `q` of row `i0 + r` from `a[2q · m + i0 + r]` and `a[(2q + 1) · m + i0 + r]`,
     /// sixteen rows per load, scattered to their rows.
@@ -581,7 +558,7 @@ mod avx512 {
     ) {
         let height = rows.len() / kq;
         assert!(height <= 16 && i0 + height <= m && a.len() == m * k && rows.len() == height * kq);
-        let mask = lanes(height);
+        let [mask, _] = crate::math::avx512::width_masks(height);
         let index = _mm512_mullo_epi32(
             _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
             _mm512_set1_epi32(kq as i32),
@@ -613,7 +590,7 @@ mod avx512 {
         assert!(j0 < n && ldb >= n && panel.len() == kq * NR);
         assert!(k == 0 || b.len() >= (k - 1) * ldb + n);
         let width = NR.min(n - j0);
-        let masks = [lanes(width), lanes(width.saturating_sub(16))];
+        let masks = crate::math::avx512::width_masks(width);
         let half = |kk: usize, h: usize| {
             if kk < k {
                 // Past the slice only where the mask is empty, which loads nothing.

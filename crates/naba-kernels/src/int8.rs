@@ -360,7 +360,7 @@ pub fn product_on(
         .for_each(|((ob, ab), sb)| {
             let mb = ob.len() / n;
             let tiles = (path == Path::Amx).then(crate::amx::Tiles::load);
-            let mut scratch = AmxScratch::default();
+            let mut scratch = crate::amx::Scratch::default();
             for p in 0..n.div_ceil(NR) {
                 let panel = &b.data[p * a.kq * NR..(p + 1) * a.kq * NR];
                 let j0 = p * NR;
@@ -418,22 +418,6 @@ fn finish(
             crate::math::gelu_inplace(crate::Isa::Avx2Fma, row);
         }
         out[i * ldo + j0..i * ldo + j0 + width].copy_from_slice(&row[..width]);
-    }
-}
-
-/// The AMX tile's buffers, made once per block of rows: a copy of a short block's rows, padded
-/// to the 32 the tiles read, and the sums the tiles store.
-struct AmxScratch {
-    rows: Vec<u32>,
-    sums: Box<[i32; crate::amx::ROWS * NR]>,
-}
-
-impl Default for AmxScratch {
-    fn default() -> Self {
-        Self {
-            rows: Vec::new(),
-            sums: Box::new([0; crate::amx::ROWS * NR]),
-        }
     }
 }
 
@@ -554,8 +538,8 @@ mod avx512 {
 
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    use super::{AmxScratch, Columns, NR};
-    use crate::amx::{Tiles, ROWS};
+    use super::{Columns, NR};
+    use crate::amx::{Scratch, Tiles, ROWS};
     use crate::linear::Epilogue;
     use std::arch::x86_64::*;
 
@@ -567,7 +551,7 @@ mod amx {
     pub(super) unsafe fn tile(
         tiles: &Tiles,
         (a, row_scale, kq, panel): (&[u32], &[f32], usize, &[u32]),
-        scratch: &mut AmxScratch,
+        scratch: &mut Scratch<i32>,
         cols: &Columns<'_>,
         (out, ldo, j0, width): (&mut [f32], usize, usize, usize),
         epilogue: Epilogue,
@@ -578,9 +562,7 @@ mod amx {
             (&*out, ldo, j0, width),
             ROWS,
         );
-        let a = crate::amx::padded(a, kq, &mut scratch.rows);
-        let sums = &mut *scratch.sums;
-        tiles.int8_sums(a, kq, panel, sums);
+        let sums = tiles.int8_block(a, kq, panel, scratch);
         let masks = crate::math::avx512::width_masks(width);
         let (sw, off, bv) = super::avx512::columns(cols);
         for (i, &scale) in row_scale.iter().enumerate() {
